@@ -1,0 +1,67 @@
+"""``activation_distance``: per-layer distance of activations, clean vs adversarial (A11).
+
+For each layer l and image n: ``d[n, l] = ||A_l(x0_n) - A_l(x'_n)||_2`` and the relative
+distance ``d[n, l] / ||A_l(x0_n)||_2`` (Fig. A8 of the PSE paper averages these per layer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..components import Analyzer
+from ..params import Param
+from ..results import Result
+
+
+@dataclass(frozen=True)
+class ActivationDistanceResult(Result):
+    """Attributes: ``layers`` (L names); ``distance`` and ``relative`` ``(N, L)`` arrays."""
+
+    layers: tuple[str, ...]
+    distance: np.ndarray
+    relative: np.ndarray
+
+    def mean(self) -> dict[str, float]:
+        """Mean distance per layer."""
+        return {l: float(self.distance[:, i].mean()) for i, l in enumerate(self.layers)}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"layer": l, "distance": float(self.distance[:, i].mean()),
+                 "distance_std": float(self.distance[:, i].std()),
+                 "relative": float(self.relative[:, i].mean())} for i, l in enumerate(self.layers)]
+
+
+class ActivationDistance(Analyzer):
+    """Per-layer Euclidean distance between clean and adversarial activations.
+
+    Parameters: ``layers`` (None: the model's feature stages, see
+    ``ModelAdapter.feature_layers``), ``batch_size`` (128).
+    """
+
+    name = "activation_distance"
+    params = {
+        "layers": Param(None, lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)),
+                        "None or a list of layer names", invalid=("layer4", [1])),
+        "batch_size": Param.integer(128, low=1),
+    }
+
+    def _analyze(self, model, batch, **context):
+        layers = tuple(self.layers) if self.layers is not None else tuple(model.feature_layers())
+        dist, rel = [], []
+        dev = model.device
+        for i in range(0, len(batch), self.batch_size):
+            x0 = batch.x0[i:i + self.batch_size].to(dev, model.dtype)
+            xa = batch.x_adv[i:i + self.batch_size].to(dev, model.dtype)
+            with torch.no_grad():
+                a = model.activations(torch.cat([x0, xa]), layers)
+            n = len(x0)
+            d = torch.stack([(a[l][:n] - a[l][n:]).flatten(1).norm(dim=1) for l in layers], 1)
+            c = torch.stack([a[l][:n].flatten(1).norm(dim=1) for l in layers], 1)
+            dist.append(d.cpu())
+            rel.append((d / c.clamp_min(1e-12)).cpu())
+        shape = (0, len(layers))
+        return ActivationDistanceResult(layers, torch.cat(dist).numpy() if dist else np.zeros(shape),
+                                        torch.cat(rel).numpy() if rel else np.zeros(shape))

@@ -1,0 +1,93 @@
+"""The core's built-in plugin: native attacks and analyzers, the embedded world's
+dataset and models, torchvision models, and the reference grid-ablation backend.
+
+Registered first by :mod:`advinterp.plugins` under the plugin name ``"builtins"``.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from .hookspecs import hookimpl
+
+# torchvision architectures exposed as ``torchvision:<arch>`` (weights: the user's file or
+# torchvision's cache; nothing is downloaded).
+_TV_INPUT = {"inception_v3": (3, 299, 299)}
+
+
+@hookimpl
+def advinterp_register_attacks(register):
+    from .attacks.pgd import PGD
+
+    register(PGD)
+
+
+@hookimpl
+def advinterp_register_analyzers(register):
+    from .analyzers.activation_distance import ActivationDistance
+
+    register(ActivationDistance)
+
+
+@hookimpl
+def advinterp_register_datasets(register):
+    register(synthetic_dataset, "synthetic")
+    register(imagenet_folder_dataset, "imagenet-folder")
+
+
+@hookimpl
+def advinterp_register_models(register):
+    register(partial(synthetic_cnn, robust=False), "synthetic-cnn")
+    register(partial(synthetic_cnn, robust=True), "synthetic-cnn-robust")
+    from .models.torchvision_models import TORCHVISION_ARCHS
+
+    for arch in TORCHVISION_ARCHS:
+        f = partial(torchvision_model, arch)
+        f.__doc__ = f"torchvision {arch} (ImageNet, 1000 classes); weights=PATH, cached torchvision weights, or 'random'."
+        register(f, f"torchvision:{arch}")
+
+
+@hookimpl(trylast=True)
+def advinterp_grid_ablation_backend(device):
+    from .ablation import ReferenceGridAblation
+
+    return ReferenceGridAblation()
+
+
+# ---------------------------------------------------------------------------- factories
+def synthetic_dataset(n: int = 1000, split: str = "test", size: int = 64, seed: int = 0):
+    """The embedded synthetic world (12 classes, 64x64 scenes; split train/val/test)."""
+    from .datasets.synthetic import SyntheticDataset
+
+    return SyntheticDataset(n=n, split=split, size=size, seed=seed)
+
+
+def imagenet_folder_dataset(root: str, size: int = 224):
+    """An ImageNet-style folder ``root/<class>/<image>`` (resize + centre crop to ``size``)."""
+    from .datasets.imagenet import ImageFolderDataset
+
+    return ImageFolderDataset(root, size=size)
+
+
+def synthetic_cnn(robust: bool = False, device: str = "cpu", path: str | None = None):
+    """The shipped CAM-compatible CNN trained on the synthetic world (robust: PGD-trained)."""
+    from .model import ModelAdapter
+    from .models.synthetic_cnn import MEAN, STD, load_synthetic_cnn
+
+    module = load_synthetic_cnn(robust=robust, path=path).to(device)
+    return ModelAdapter(module, mean=MEAN, std=STD, nb_classes=module.fc.out_features, input_shape=(3, 64, 64),
+                        cam_layer="layer4", classifier="fc",
+                        name="synthetic-cnn-robust" if robust else "synthetic-cnn")
+
+
+
+
+def torchvision_model(arch: str, weights: str | None = None, device: str = "cpu"):
+    """A torchvision classifier with the user's or cached weights (never downloads)."""
+    from .model import ModelAdapter
+    from .models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD, cam_layer_of, load_torchvision_model
+
+    module = load_torchvision_model(arch, weights=weights).to(device)
+    cam, head = cam_layer_of(arch)
+    return ModelAdapter(module, mean=IMAGENET_MEAN, std=IMAGENET_STD, nb_classes=1000,
+                        input_shape=_TV_INPUT.get(arch, (3, 224, 224)), cam_layer=cam, classifier=head,
+                        name=f"torchvision:{arch}")

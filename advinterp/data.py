@@ -1,0 +1,153 @@
+"""The data that flows between components: :class:`AdversarialBatch` and :class:`Attribution`."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .results import Result
+
+__all__ = ["AdversarialBatch", "Attribution", "random_targets"]
+
+
+@dataclass(frozen=True)
+class AdversarialBatch(Result):
+    """Clean images, their adversarial versions and what the attack did.
+
+    Attributes:
+        x0: ``(N, C, H, W)`` clean pixels in [0, 1].
+        x_adv: ``(N, C, H, W)`` adversarial pixels in [0, 1].
+        y_true: ``(N,)`` true labels.
+        y_target: ``(N,)`` target labels of a targeted attack, else ``None``.
+        success: ``(N,)`` bool: prediction on ``x_adv`` equals ``y_target`` (targeted) or
+            differs from ``y_true`` (untargeted).
+        y_adv: ``(N,)`` prediction on ``x_adv`` (``None`` if unknown).
+        attack: the attack's registry name.
+        params: the attack's parameters.
+
+    ``delta`` is derived (``x_adv - x0``), never stored twice.
+    """
+
+    x0: torch.Tensor
+    x_adv: torch.Tensor
+    y_true: torch.Tensor
+    y_target: torch.Tensor | None = None
+    success: torch.Tensor | None = None
+    y_adv: torch.Tensor | None = None
+    attack: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    kind = "adversarial_batch"
+
+    def __post_init__(self):
+        from .exceptions import ParameterError
+
+        if tuple(self.x0.shape) != tuple(self.x_adv.shape):
+            raise ParameterError("AdversarialBatch", "x_adv", self.x_adv, f"the shape of x0 {tuple(self.x0.shape)}")
+        n = len(self.x0)
+        for name in ("y_true", "y_target", "success", "y_adv"):
+            v = getattr(self, name)
+            if v is not None and tuple(v.shape) != (n,):
+                raise ParameterError("AdversarialBatch", name, v, f"shape ({n},)")
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """The perturbation ``x_adv - x0``."""
+        return self.x_adv - self.x0
+
+    @property
+    def targeted(self) -> bool:
+        return self.y_target is not None
+
+    @property
+    def target(self) -> torch.Tensor:
+        """``y_target`` for targeted attacks, else the adversarial prediction ``y_adv``
+        (the "t" of the PSE paper for untargeted attacks)."""
+        if self.y_target is not None:
+            return self.y_target
+        if self.y_adv is None:
+            from .exceptions import ParameterError
+
+            raise ParameterError("AdversarialBatch", "y_adv", None, "the adversarial predictions",
+                                 "Untargeted batches need y_adv; attacks fill it in.")
+        return self.y_adv
+
+    def __len__(self) -> int:
+        return len(self.x0)
+
+    def __getitem__(self, idx) -> "AdversarialBatch":
+        """A sub-batch (``idx``: int, slice, index tensor or bool mask)."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        pick = (lambda v: None if v is None else v[idx])
+        return dataclasses.replace(self, x0=self.x0[idx], x_adv=self.x_adv[idx], y_true=self.y_true[idx],
+                                   y_target=pick(self.y_target), success=pick(self.success),
+                                   y_adv=pick(self.y_adv))
+
+    def to(self, device) -> "AdversarialBatch":
+        mv = (lambda v: None if v is None else v.to(device))
+        return dataclasses.replace(self, x0=self.x0.to(device), x_adv=self.x_adv.to(device),
+                                   y_true=self.y_true.to(device), y_target=mv(self.y_target),
+                                   success=mv(self.success), y_adv=mv(self.y_adv))
+
+    def norms(self) -> dict[str, torch.Tensor]:
+        """Per-image ``l0``, ``l1``, ``l2``, ``linf`` norms of ``delta`` (``l0`` counts pixels
+        where any channel changed by more than 1e-8)."""
+        d = self.delta.flatten(2)  # N, C, HW
+        flat = d.flatten(1)
+        return {"l0": (d.abs() > 1e-8).any(1).sum(1).float(), "l1": flat.abs().sum(1),
+                "l2": flat.norm(dim=1), "linf": flat.abs().amax(1) if flat.shape[1] else flat.sum(1)}
+
+    def rows(self) -> list[dict[str, Any]]:
+        n = self.norms()
+        asr = float(self.success.float().mean()) if self.success is not None and len(self) else float("nan")
+        return [{"attack": self.attack, "n": len(self), "targeted": self.targeted, "asr": asr,
+                 **{k: float(v.mean()) if len(v) else float("nan") for k, v in n.items()}}]
+
+    @classmethod
+    def from_pair(cls, x0: torch.Tensor, x_adv: torch.Tensor, y_true: torch.Tensor, model: Any = None,
+                  y_target: torch.Tensor | None = None, attack: str = "external") -> "AdversarialBatch":
+        """Build a batch from precomputed clean/adversarial images (e.g. a DAmageNet-style
+        folder). With ``model``, ``y_adv`` and ``success`` are computed."""
+        y_adv = success = None
+        if model is not None:
+            from .model import as_adapter
+
+            y_adv = as_adapter(model).predict(x_adv).to(x0.device)
+            success = (y_adv == y_target) if y_target is not None else (y_adv != y_true)
+        return cls(x0=x0, x_adv=x_adv, y_true=y_true, y_target=y_target, success=success, y_adv=y_adv,
+                   attack=attack)
+
+
+@dataclass(frozen=True)
+class Attribution(Result):
+    """Attribution maps for one class per image.
+
+    Attributes:
+        maps: ``(N, H, W)`` at input resolution (bilinear upsampling of ``layer_maps``).
+        layer_maps: ``(N, h, w)`` at the explained layer's resolution.
+        target: ``(N,)`` the explained classes.
+        method: explainer name; layer: the explained layer's name.
+    """
+
+    maps: torch.Tensor
+    layer_maps: torch.Tensor
+    target: torch.Tensor
+    method: str = ""
+    layer: str = ""
+
+    kind = "attribution"
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"method": self.method, "layer": self.layer, "n": len(self.maps),
+                 "map_size": "x".join(map(str, self.maps.shape[1:])),
+                 "layer_size": "x".join(map(str, self.layer_maps.shape[1:]))}]
+
+
+def random_targets(y: torch.Tensor, nb_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniformly random target labels different from ``y`` (same device)."""
+    off = torch.randint(1, nb_classes, tuple(y.shape), generator=generator,
+                        device="cpu" if generator is None else generator.device)
+    return (y + off.to(y.device)) % nb_classes

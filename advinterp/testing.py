@@ -1,0 +1,363 @@
+"""Conformance checks every component must pass — run them on your own plugin.
+
+Modelled on scikit-learn's ``parametrize_with_checks``::
+
+    from advinterp.testing import parametrize_with_checks
+    from my_plugin import MyAnalyzer
+
+    @parametrize_with_checks([MyAnalyzer])
+    def test_conformance(component, check):
+        check(component)
+
+or, without pytest: ``advinterp.testing.check_component(MyAnalyzer)``.
+
+The checks run on a tiny CAM-compatible CNN (:func:`toy_model`, with batch-norm so a
+forward in training mode would be caught) and random 16x16 images, with the component's
+``conformance_params`` (cheap settings). They verify:
+
+* parameters: defaults, ``get_params``/``set_params``, unknown names and each declared
+  invalid value raise :class:`~advinterp.exceptions.ParameterError`;
+* outputs: shapes, dtype and device follow the input, pixels stay in [0, 1];
+* determinism: two runs with the same parameters (and seed) give identical outputs;
+* the model is left unchanged: weights and buffers (hashed), every module's training
+  flag (the model is handed over in *training* mode), ``requires_grad``, ``.grad``, hooks;
+* bad inputs (pixels outside [0, 1], wrong rank, bad targets) raise ``ParameterError``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .components import Analyzer, Attack, Component, Explainer
+from .data import AdversarialBatch, random_targets
+from .exceptions import ParameterError
+from .model import ModelAdapter, model_fingerprint
+from .results import Result
+
+__all__ = ["toy_model", "toy_data", "toy_batch", "check_component", "iter_checks", "parametrize_with_checks",
+           "check_model_factory", "check_dataset", "assert_model_unchanged"]
+
+
+class _ToyCNN(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.features = nn.Module()
+        self.features.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.features.bn1 = nn.BatchNorm2d(8)
+        self.features.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        f = self.features
+        h = torch.relu(f.conv2(torch.relu(f.bn1(f.conv1(x)))))
+        return self.head(h.mean((2, 3)))
+
+
+def toy_model(num_classes: int = 4, size: int = 16, seed: int = 0) -> ModelAdapter:
+    """A tiny GAP+linear CNN (non-Sequential, with batch-norm) wrapped in an adapter."""
+    g = torch.Generator().manual_seed(seed)
+    m = _ToyCNN(num_classes)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        m.features.bn1.running_mean.copy_(torch.randn(8, generator=g) * 0.1)
+        m.features.bn1.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+    m.eval()
+    return ModelAdapter(m, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), nb_classes=num_classes,
+                        input_shape=(3, size, size), name="toy")
+
+
+def toy_data(n: int = 4, size: int = 16, num_classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: ``(n, 3, size, size)`` pixels in [0, 1] and labels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, num_classes, (n,), generator=g)
+
+
+def toy_batch(model: ModelAdapter | None = None, n: int = 4, size: int = 16, seed: int = 0) -> AdversarialBatch:
+    """A targeted PGD batch on the toy model (for analyzer checks)."""
+    from .attacks.pgd_core import pgd_linf
+
+    model = model or toy_model(size=size)
+    x, _ = toy_data(n, size, model.nb_classes, seed)
+    y = model.predict(x)
+    t = random_targets(y, model.nb_classes, torch.Generator().manual_seed(seed))
+    with model.preserved(freeze=True):
+        xa = pgd_linf(model.logits, x, t, 16 / 255, 4 / 255, 5, targeted=True,
+                      generator=torch.Generator().manual_seed(seed))
+    return AdversarialBatch.from_pair(x, xa, y, model=model, y_target=t, attack="pgd")
+
+
+# ------------------------------------------------------------------------- helpers
+def _instance(component: Component | type[Component], **override: Any) -> Component:
+    cls = component if isinstance(component, type) else type(component)
+    params = dict(cls.conformance_params)
+    if not isinstance(component, type):
+        params = {**component.get_params(), **params}
+    params.update(override)
+    return cls(**params)
+
+
+def assert_model_unchanged(model: ModelAdapter, fn: Callable[[], Any], expect_raise: type | None = None) -> Any:
+    """Run ``fn`` with the module in *training* mode and params requiring grad; assert that
+    nothing about the model changed (also if ``fn`` raised ``expect_raise``)."""
+    module = model.module
+    module.train()
+    before = model_fingerprint(model)
+    try:
+        if expect_raise is not None:
+            try:
+                fn()
+            except expect_raise:
+                out = None
+            else:
+                raise AssertionError(f"expected {expect_raise.__name__}")
+        else:
+            out = fn()
+        after = model_fingerprint(model)
+    finally:
+        module.eval()
+    for key in before:
+        if before[key] != after[key]:
+            raise AssertionError(f"the component changed the model's {key}")
+    return out
+
+
+def _outputs(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, AdversarialBatch):
+        return {"x_adv": obj.x_adv, "success": obj.success, "y_adv": obj.y_adv}
+    if isinstance(obj, Result):
+        return obj.to_dict()
+    return {"out": obj}
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
+
+
+def _run(component: Component, model: ModelAdapter, x: torch.Tensor, y: torch.Tensor, batch=None) -> Any:
+    if isinstance(component, Attack):
+        if component.targeted:
+            return component.generate(model, x, y, random_targets(y, model.nb_classes, torch.Generator().manual_seed(1)))
+        return component.generate(model, x, y)
+    if isinstance(component, Explainer):
+        return component.explain(model, x, y)
+    if isinstance(component, Analyzer):
+        return component.analyze(model, batch if batch is not None else toy_batch(model), **getattr(
+            component, "conformance_context", {}))
+    raise TypeError(f"{component!r} is not an Attack, Explainer or Analyzer")
+
+
+# ------------------------------------------------------------------------- the checks
+def check_params(component) -> None:
+    """Defaults, get/set_params round trip, unknown and invalid values raise ParameterError."""
+    cls = component if isinstance(component, type) else type(component)
+    inst = cls()
+    defaults = {k: p.default for k, p in cls.params.items()}
+    assert _equal(inst.get_params(), defaults), f"{cls.__name__}() does not store its defaults"
+    inst2 = _instance(cls)
+    assert _equal(cls(**inst2.get_params()).get_params(), inst2.get_params()), "get_params does not round-trip"
+    assert _equal(cls().set_params(**inst2.get_params()).get_params(), inst2.get_params()), "set_params failed"
+    repr(inst2)
+    try:
+        cls(__no_such_parameter__=1)
+    except ParameterError as e:
+        assert "__no_such_parameter__" in str(e), "the error does not name the unknown parameter"
+    else:
+        raise AssertionError("an unknown parameter was accepted")
+    for name, spec in cls.params.items():
+        for bad in spec.invalid:
+            try:
+                cls(**{**dict(cls.conformance_params), name: bad})
+            except ParameterError as e:
+                assert name in str(e), f"the error for {name}={bad!r} does not name the parameter"
+            else:
+                raise AssertionError(f"{cls.__name__}({name}={bad!r}) was accepted")
+
+
+def check_output(component) -> None:
+    """Shapes, dtype and device follow the input; pixels stay in [0, 1]."""
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    for dtype in (torch.float32, torch.float64):
+        out = _run(inst, model, x.to(dtype), y)
+        if isinstance(out, AdversarialBatch):
+            assert out.x_adv.shape == x.shape and out.x_adv.dtype == dtype and out.x_adv.device == x.device
+            assert out.x_adv.min() >= 0 and out.x_adv.max() <= 1, "adversarial pixels left [0, 1]"
+            assert torch.equal(out.x0, x.to(dtype)), "x0 is not the input"
+            assert out.success is not None and out.success.shape == (len(x),) and out.success.dtype == torch.bool
+            assert len(out.y_true) == len(x)
+        elif isinstance(inst, Explainer):
+            assert out.maps.shape == (len(x), *x.shape[-2:]), f"maps have shape {tuple(out.maps.shape)}"
+            assert out.maps.dtype == dtype and out.layer_maps.ndim == 3 and torch.isfinite(out.maps).all()
+        else:
+            assert isinstance(out, Result), f"analyze() returned {type(out).__name__}, not a Result"
+            json.dumps(out.to_dict())
+            out.table()
+
+
+def check_save_load(component, tmp_dir: str | None = None) -> None:
+    """The result survives ``save``/``load`` (``weights_only=True``)."""
+    import tempfile
+    from pathlib import Path
+
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    out = _run(inst, model, x, y)
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
+        back = type(out).load(out.save(Path(d) / "r.pt"))
+    assert _equal(_outputs(out), _outputs(back)), "save/load changed the result"
+
+
+def check_deterministic(component) -> None:
+    """Two runs with the same parameters give identical outputs."""
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    batch = toy_batch(model) if isinstance(inst, Analyzer) else None
+    a = _outputs(_run(inst, model, x, y, batch))
+    b = _outputs(_run(_instance(component), model, x, y, batch))
+    assert _equal(a, b), "two runs with the same parameters differ"
+
+
+def check_model_unchanged(component) -> None:
+    """Weights, buffers, modes, requires_grad, grads and hooks are as before — also on error."""
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    batch = toy_batch(model) if isinstance(inst, Analyzer) else None
+    assert_model_unchanged(model, lambda: _run(inst, model, x, y, batch))
+    bad = x.clone()
+    bad[0, 0, 0, 0] = 2.0  # invalid input: the component must raise and still leave the model alone
+    if isinstance(inst, Analyzer):
+        bad_batch = AdversarialBatch(x0=batch.x0, x_adv=bad, y_true=batch.y_true)
+        assert_model_unchanged(model, lambda: inst.analyze(model, bad_batch), ParameterError)
+    else:
+        assert_model_unchanged(model, lambda: _run(inst, model, bad, y), ParameterError)
+
+
+def check_bad_inputs(component) -> None:
+    """Out-of-range pixels, wrong rank and bad labels raise ParameterError naming the input."""
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    cases: list[tuple[str, Callable[[], Any], str]] = []
+    if isinstance(inst, Analyzer):
+        cases.append(("not a batch", lambda: inst.analyze(model, (x, y)), "batch"))
+        cases.append(("pixels > 1", lambda: inst.analyze(model, AdversarialBatch(x0=x, x_adv=x * 3, y_true=y)),
+                      "x_adv"))
+    else:
+        cases += [("pixels > 1", lambda: _run(inst, model, x * 3, y), "x"),
+                  ("pixels < 0", lambda: _run(inst, model, x - 2, y), "x"),
+                  ("3-d input", lambda: _run(inst, model, x[0], y), "x"),
+                  ("label out of range", lambda: _run(inst, model, x, y + 100), "")]
+    if isinstance(inst, Attack):
+        if inst.targeted:
+            cases += [("targeted without target", lambda: inst.generate(model, x, y), "target"),
+                      ("target equal to y", lambda: inst.generate(model, x, y, y), "target")]
+        else:
+            cases.append(("untargeted with target", lambda: inst.generate(model, x, y, y), "target"))
+    for what, fn, name in cases:
+        try:
+            fn()
+        except ParameterError as e:
+            assert name in str(e), f"{what}: the error does not name {name!r}: {e}"
+        else:
+            raise AssertionError(f"{what} was accepted")
+
+
+_CHECKS = {
+    "attack": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs),
+    "explainer": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs,
+                  check_save_load),
+    "analyzer": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs,
+                 check_save_load),
+}
+
+
+def iter_checks(component: Component | type[Component]) -> Iterator[Callable[[Any], None]]:
+    """The checks that apply to ``component`` (by its kind)."""
+    cls = component if isinstance(component, type) else type(component)
+    kinds = [k for k, base in (("attack", Attack), ("explainer", Explainer), ("analyzer", Analyzer))
+             if issubclass(cls, base)]
+    if not kinds:
+        raise TypeError(f"{cls.__name__} is not an Attack, Explainer or Analyzer")
+    yield from _CHECKS[kinds[0]]
+    if issubclass(cls, Attack) and not cls.conformance_params.get("targeted") and "targeted" in cls.params:
+        # run the attack checks in targeted mode too
+        for chk in (check_output, check_model_unchanged, check_bad_inputs):
+            yield functools.partial(_targeted, chk)
+
+
+def _targeted(check, component) -> None:
+    cls = component if isinstance(component, type) else type(component)
+
+    class Targeted(cls):  # type: ignore[misc, valid-type]
+        conformance_params = {**cls.conformance_params, "targeted": True}
+
+    Targeted.__name__ = cls.__name__
+    check(Targeted)
+
+
+def _check_name(check) -> str:
+    if isinstance(check, functools.partial):
+        return f"{check.args[0].__name__}[targeted]"
+    return check.__name__
+
+
+def check_component(component: Component | type[Component]) -> list[str]:
+    """Run every applicable check; raise ``AssertionError`` naming the first that fails.
+
+    Returns the names of the checks run.
+    """
+    names = []
+    for chk in iter_checks(component):
+        name = _check_name(chk)
+        try:
+            chk(component)
+        except AssertionError as e:
+            raise AssertionError(f"{getattr(component, '__name__', component)}: {name}: {e}") from e
+        names.append(name)
+    return names
+
+
+def parametrize_with_checks(components: Iterable[Component | type[Component]]):
+    """A ``pytest.mark.parametrize("component, check", ...)`` over components x checks."""
+    import pytest
+
+    cases, ids = [], []
+    for comp in components:
+        for chk in iter_checks(comp):
+            cases.append((comp, chk))
+            ids.append(f"{getattr(comp, 'name', '') or getattr(comp, '__name__', comp)}-{_check_name(chk)}")
+    return pytest.mark.parametrize("component, check", cases, ids=ids)
+
+
+def check_model_factory(factory: Callable[..., ModelAdapter], **params: Any) -> None:
+    """A model factory returns a working :class:`ModelAdapter` that ``preserved`` restores."""
+    model = factory(**params)
+    assert isinstance(model, ModelAdapter), f"the factory returned {type(model).__name__}"
+    assert model.input_shape is not None, "registered models must declare input_shape"
+    x = torch.rand(2, *model.input_shape)
+    out = assert_model_unchanged(model, lambda: model.logits(x).detach())
+    assert out.shape == (2, model.nb_classes), f"logits have shape {tuple(out.shape)}"
+    model.layer(model.cam_layer)
+    model.layer(model.classifier_name)
+
+
+def check_dataset(factory: Callable[..., Any], **params: Any) -> None:
+    """A dataset factory returns a map-style dataset of ``(x in [0,1] (C,H,W), int y)``."""
+    ds = factory(**params)
+    assert len(ds) > 0
+    x, y = ds[0]
+    assert isinstance(x, torch.Tensor) and x.ndim == 3 and x.is_floating_point()
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    assert isinstance(int(y), int)
