@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -210,3 +210,34 @@ def save_figure(fig: "Figure", path: str | Path) -> Path:
 
         plt.close(fig)
     return path
+
+
+def plot_layer_distances(results: Mapping[str, Any], relative: bool = True) -> "Figure":
+    """Per-layer activation distance, clean vs adversarial, one line per model (Fig. A8/A9).
+
+    Args:
+        results: ``{model name: ActivationDistanceResult}``.
+        relative: plot ``||A(x) - A(x')|| / ||A(x)||`` (default) or the raw distance.
+
+    Returns:
+        A Figure with mean +- std per layer.
+    """
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise ParameterError("plot_layer_distances", "results", results, "a non-empty {model: result} mapping")
+    fig = Figure(figsize=(6.0, 3.6), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, res in results.items():
+        values = res.relative if relative else res.distance
+        mean, std = values.mean(0), values.std(0)
+        xs = np.arange(len(res.layers))
+        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=name)
+        ax.set_xticks(xs, list(res.layers))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("relative activation distance" if relative else "activation distance")
+    ax.set_title("Clean vs adversarial activations per layer")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

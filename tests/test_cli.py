@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import advinterp
+from advinterp.cli import main
+
+
+def test_list_shows_plugins_and_components(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "builtins" in out and "loaded" in out
+    for name in ("pgd", "activation_distance", "synthetic-cnn", "torchvision:resnet50", "synthetic"):
+        assert name in out
+    assert main(["list", "attack"]) == 0
+    out = capsys.readouterr().out
+    assert "pgd" in out and "synthetic-cnn" not in out
+
+
+def test_errors_exit_2_with_message(capsys, monkeypatch):
+    def boom(**kw):
+        raise advinterp.ParameterError("demo", "n", -1, "a positive integer")
+
+    monkeypatch.setattr("advinterp.demo.run_demo", boom)
+    assert main(["demo", "--n", "-1"]) == 2
+    assert "n=-1 is invalid" in capsys.readouterr().err
+
+
+def test_demo_writes_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--n", "48", "--n-attack", "24"]) == 0
+    for f in ("scenes.png", "activation_distance.png", "index.html", "summary.json",
+              "results/activation_distance-synthetic-cnn.pt"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    summary = json.loads((out / "summary.json").read_text())
+    models = {r["model"]: r for r in summary["models"]}
+    assert models["synthetic-cnn"]["clean_accuracy"] > 0.9
+    assert models["synthetic-cnn-robust"]["pgd_accuracy"] > models["synthetic-cnn"]["pgd_accuracy"]
+    html = (out / "index.html").read_text()
+    assert "data:image/png;base64" in html and "Shipped models" in html
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "advinterp", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and advinterp.__version__ in r.stdout
