@@ -36,8 +36,8 @@ def advinterp_register_datasets(register):
 
 @hookimpl
 def advinterp_register_models(register):
-    register(partial(synthetic_cnn, robust=False), "synthetic-cnn")
-    register(partial(synthetic_cnn, robust=True), "synthetic-cnn-robust")
+    register(synthetic_cnn_standard, "synthetic-cnn")
+    register(synthetic_cnn_robust, "synthetic-cnn-robust")
     from .models.torchvision_models import TORCHVISION_ARCHS
 
     for arch in TORCHVISION_ARCHS:
@@ -79,6 +79,16 @@ def synthetic_cnn(robust: bool = False, device: str = "cpu", path: str | None = 
                         name="synthetic-cnn-robust" if robust else "synthetic-cnn")
 
 
+
+
+def synthetic_cnn_standard(device: str = "cpu", path: str | None = None):
+    """Shipped CAM-compatible CNN (GAP + linear) trained on the synthetic world (64x64, 12 classes)."""
+    return synthetic_cnn(robust=False, device=device, path=path)
+
+
+def synthetic_cnn_robust(device: str = "cpu", path: str | None = None):
+    """The same CNN adversarially trained with PGD (linf 8/255) on the synthetic world."""
+    return synthetic_cnn(robust=True, device=device, path=path)
 
 
 def torchvision_model(arch: str, weights: str | None = None, device: str = "cpu"):

@@ -22,7 +22,7 @@ from .model import ModelAdapter, as_adapter
 from .params import Param, validate
 from .results import Result
 
-__all__ = ["Component", "Attack", "Explainer", "Analyzer", "check_images", "check_labels"]
+__all__ = ["Component", "Attack", "Explainer", "Analyzer", "check_images", "check_labels", "check_mask"]
 
 
 class Component:
@@ -131,6 +131,29 @@ def check_labels(owner: str, y: Any, n: int, nb_classes: int | None, name: str =
     return y
 
 
+def check_mask(owner: str, mask: Any, shape: tuple[int, int, int, int], name: str = "mask") -> torch.Tensor:
+    """Return a support mask as a 0/1 float tensor ``(N, 1 or C, H, W)`` for images of
+    ``shape`` = ``(N, C, H, W)``; accepts ``(H, W)``, ``(N, H, W)``, ``(N, 1, H, W)`` and
+    ``(N, C, H, W)`` tensors or arrays, bool or 0/1 valued."""
+    n, c, h, w = shape
+    if not isinstance(mask, torch.Tensor):
+        try:
+            mask = torch.as_tensor(mask)
+        except Exception:
+            raise ParameterError(owner, name, mask, "a tensor or array of 0/1 values") from None
+    expected = f"a 0/1 mask of shape ({h}, {w}), ({n}, {h}, {w}), ({n}, 1, {h}, {w}) or ({n}, {c}, {h}, {w})"
+    if mask.ndim == 2:
+        mask = mask[None, None].expand(n, 1, h, w)
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[0] != n or mask.shape[1] not in (1, c) or tuple(mask.shape[2:]) != (h, w):
+        raise ParameterError(owner, name, mask, expected)
+    m = mask.float()
+    if not ((m == 0) | (m == 1)).all():
+        raise ParameterError(owner, name, mask, expected, "Threshold a soft map first, e.g. mask = cam >= nu.")
+    return m
+
+
 # ---------------------------------------------------------------------------- interfaces
 class Attack(Component):
     """Generates adversarial examples: ``generate(model, x, y=None, target=None)``.
@@ -141,8 +164,11 @@ class Attack(Component):
     """
 
     kind = "attack"
+    #: True for attacks whose optimisation can be restricted to a support mask (eq. 11).
+    supports_mask: ClassVar[bool] = False
 
-    def generate(self, model: Any, x: Any, y: Any = None, target: Any = None) -> AdversarialBatch:
+    def generate(self, model: Any, x: Any, y: Any = None, target: Any = None,
+                 mask: Any = None) -> AdversarialBatch:
         """Attack ``x``.
 
         Args:
@@ -151,6 +177,11 @@ class Attack(Component):
             y: ``(N,)`` true labels; ``None`` uses the model's clean predictions.
             target: ``(N,)`` target labels, required iff the attack is targeted; must
                 differ from ``y``.
+            mask: optional support (refined attacks, eq. 11 of the PSE paper): pixels where
+                it is 0 are never perturbed. Shape ``(H, W)``, ``(N, H, W)``,
+                ``(N, 1, H, W)`` or ``(N, C, H, W)``, bool or 0/1. Only for attacks with
+                ``supports_mask`` (the optimisation attacks); the result is projected so
+                that ``delta`` is exactly 0 outside the mask.
 
         Returns:
             :class:`AdversarialBatch` on ``x``'s device and dtype; ``success`` is the
@@ -182,7 +213,16 @@ class Attack(Component):
                     raise ParameterError(owner, "target", target, "None for an untargeted attack",
                                          "Create the attack with targeted=True to use targets.")
                 t = None
-            x_adv = self._generate(adapter, xm, y_t, t).detach()
+            if mask is not None and not self.supports_mask:
+                raise ParameterError(owner, "mask", mask, f"None: {type(self).__name__} cannot be restricted to a support",
+                                     "Use an optimisation attack with supports_mask (cw_l2, ead, str).")
+            if self.supports_mask:
+                m = None if mask is None else check_mask(owner, mask, tuple(xm.shape)).to(xm.device, xm.dtype)
+                x_adv = self._generate(adapter, xm, y_t, t, mask=m).detach()
+                if m is not None:  # delta is exactly zero outside the support
+                    x_adv = xm + (x_adv - xm) * m
+            else:
+                x_adv = self._generate(adapter, xm, y_t, t).detach()
             pred = adapter.predict(x_adv)
         success = (pred == t) if targeted else (pred != y_t)
         return AdversarialBatch(
@@ -192,7 +232,9 @@ class Attack(Component):
         )
 
     def _generate(self, model: ModelAdapter, x: torch.Tensor, y: torch.Tensor,
-                  target: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover - abstract
+                  target: torch.Tensor | None, **kw: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        """Return ``x_adv``. Attacks with ``supports_mask`` also receive ``mask``: ``None`` or
+        a 0/1 float tensor ``(N, 1 or C, H, W)`` on ``x``'s device."""
         raise NotImplementedError
 
 

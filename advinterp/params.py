@@ -64,17 +64,8 @@ class Param:
             if low is not None and (v <= low if low_open else v < low):
                 return False
             return high is None or v <= high
-        exp = "a finite number"
-        if low is not None:
-            exp += f" {'>' if low_open else '>='} {low}"
-        if high is not None:
-            exp += f"{' and' if low is not None else ''} <= {high}"
-        if allow_none:
-            exp += " or None"
-        bad = [float("nan"), "x"]
-        if low is not None:
-            bad.insert(0, low - 1)
-        return Param(default, check, exp, doc, tuple(bad))
+        exp = _range_text("a finite number", low, high, allow_none, low_open)
+        return Param(default, check, exp, doc, _invalid_examples(low, float("nan")))
 
     @staticmethod
     def integer(default: int | None, low: int | None = None, high: int | None = None,
@@ -86,17 +77,8 @@ class Param:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 return False
             return (low is None or v >= low) and (high is None or v <= high)
-        exp = "an integer"
-        if low is not None:
-            exp += f" >= {low}"
-        if high is not None:
-            exp += f"{' and' if low is not None else ''} <= {high}"
-        if allow_none:
-            exp += " or None"
-        bad = [1.5, "x"]
-        if low is not None:
-            bad.insert(0, low - 1)
-        return Param(default, check, exp, doc, tuple(bad))
+        exp = _range_text("an integer", low, high, allow_none)
+        return Param(default, check, exp, doc, _invalid_examples(low, 1.5))
 
     @staticmethod
     def boolean(default: bool, doc: str = "") -> "Param":
@@ -111,6 +93,19 @@ class Param:
     @staticmethod
     def any(default: Any, doc: str = "") -> "Param":
         return Param(default, None, "any value", doc)
+
+
+def _range_text(what: str, low, high, allow_none: bool, low_open: bool = False) -> str:
+    text = what
+    if low is not None:
+        text += f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        text += f"{' and' if low is not None else ''} <= {high}"
+    return text + (" or None" if allow_none else "")
+
+
+def _invalid_examples(low, wrong_kind) -> tuple:
+    return ((low - 1,) if low is not None else ()) + (wrong_kind, "x")
 
 
 def validate(owner: str, specs: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:

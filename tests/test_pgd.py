@@ -62,3 +62,22 @@ def test_bad_inputs_are_named():
         pgd.generate(m, x, torch.tensor([0, 1]), torch.tensor([1, 7]))
     with pytest.raises(ParameterError, match="uint8"):
         pgd.generate(m, (x * 255).to(torch.uint8), torch.tensor([0, 1]), torch.tensor([1, 2]))
+
+
+def test_mask_is_refused_by_attacks_without_support():
+    m = _linear_model()
+    x = torch.rand(2, 3, 2, 2)
+    with pytest.raises(ParameterError, match="cannot be restricted"):
+        advinterp.get_attack("pgd").generate(m, x, mask=torch.ones(2, 2))
+
+
+def test_check_mask_shapes():
+    from advinterp.components import check_mask
+
+    assert check_mask("t", torch.ones(4, 5, dtype=torch.bool), (2, 3, 4, 5)).shape == (2, 1, 4, 5)
+    assert check_mask("t", torch.zeros(2, 4, 5), (2, 3, 4, 5)).shape == (2, 1, 4, 5)
+    assert check_mask("t", torch.zeros(2, 3, 4, 5), (2, 3, 4, 5)).shape == (2, 3, 4, 5)
+    with pytest.raises(ParameterError, match="0/1 mask of shape"):
+        check_mask("t", torch.zeros(3, 4, 5), (2, 3, 4, 5))
+    with pytest.raises(ParameterError, match="Threshold"):
+        check_mask("t", torch.full((4, 5), 0.5), (2, 3, 4, 5))
