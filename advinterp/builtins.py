@@ -24,8 +24,10 @@ def advinterp_register_attacks(register):
 @hookimpl
 def advinterp_register_analyzers(register):
     from .analyzers.activation_distance import ActivationDistance
+    from .analyzers.attack_metrics import AttackMetricsAnalyzer
 
     register(ActivationDistance)
+    register(AttackMetricsAnalyzer)
 
 
 @hookimpl
