@@ -16,9 +16,15 @@ _TV_INPUT = {"inception_v3": (3, 299, 299)}
 
 @hookimpl
 def advinterp_register_attacks(register):
+    from .attacks.cw import CarliniL2
+    from .attacks.ead import ElasticNet
     from .attacks.pgd import PGD
+    from .attacks.str_attack import StrAttack
 
     register(PGD)
+    register(StrAttack)
+    register(CarliniL2)
+    register(ElasticNet)
 
 
 @hookimpl

@@ -89,7 +89,9 @@ def test_disable_plugins_env(tmp_path, monkeypatch, fresh_registry):
     path = _fake_distribution(tmp_path, "advinterp-fakes", {"good": "advinterp_fake_good"},
                               {"advinterp_fake_good": GOOD_PLUGIN})
     monkeypatch.syspath_prepend(str(path))
-    monkeypatch.setenv("ADVINTERP_DISABLE_PLUGINS", "good, builtins")
+    # the installed plugins (plugins/*, the example plugin) are blocked too, so nothing is left
+    installed = [ep.name for ep in __import__("importlib.metadata").metadata.entry_points(group="advinterp")]
+    monkeypatch.setenv("ADVINTERP_DISABLE_PLUGINS", ", ".join(["good", "builtins", *installed]))
     reg = fresh_registry.reload_plugins()
     status = {p.name: p for p in reg.plugins}
     assert status["good"].disabled and status["builtins"].disabled
