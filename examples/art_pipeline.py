@@ -26,8 +26,6 @@ def accuracy(classifier, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def main(n_train: int = 256, n_test: int = 64, seed: int = 0) -> None:
-    # small CPU batches: one intra-op thread is ~3x faster than two on a 2-core machine
-    torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
     adapter = advinterp.get_model("synthetic-cnn")

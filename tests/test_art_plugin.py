@@ -27,15 +27,6 @@ PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "advinterp-art"
 EV = "art.attacks.evasion."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches of 8 images and ART's per-image loops gain nothing from a second intra-op
-    thread, and on a busy 2-core machine OpenMP's barriers make tiny convolutions ~100x
-    slower: run this module single-threaded, then restore the setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

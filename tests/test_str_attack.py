@@ -16,14 +16,6 @@ from advinterp.data import random_targets
 GROUP = 4  # the default group size for 64x64 images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Many small batched ops per ADMM iteration: with 2 intra-op threads on a loaded 2-core
-    # machine these run >10x slower (thread oversubscription); one thread keeps the file fast.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ building blocks
