@@ -106,7 +106,7 @@ DEMO_ATTACKS: dict[str, dict[str, Any]] = {
     "cw_l2": {"targeted": True, "binary_search_steps": 5, "max_iter": 50, "learning_rate": 0.05,
               "initial_const": 1.0},
     "ead": {"targeted": True, "binary_search_steps": 5, "max_iter": 50, "initial_const": 1.0},
-    "str": {"targeted": True},
+    "str": {"targeted": True, "eps": 0.3, "max_iter": 30, "binary_search_steps": 3},
 }
 
 
@@ -120,7 +120,7 @@ def step_attacks(ctx: DemoContext) -> Section:
     from .viz import plot_perturbations, save_figure
 
     model = ctx.models["synthetic-cnn"]
-    n = min(ctx.n_attack, 64)
+    n = min(ctx.n_attack, 32)
     x, y = ctx.x[:n], ctx.y[:n]
     t = random_targets(y, model.nb_classes, torch.Generator().manual_seed(ctx.seed))
     metrics = get_analyzer("attack_metrics")
