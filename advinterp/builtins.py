@@ -31,9 +31,11 @@ def advinterp_register_attacks(register):
 def advinterp_register_analyzers(register):
     from .analyzers.activation_distance import ActivationDistance
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
+    from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
 
     register(ActivationDistance)
     register(AttackMetricsAnalyzer)
+    register(InterpretabilityScoreAnalyzer)
 
 
 @hookimpl

@@ -1,0 +1,241 @@
+"""The CAM-based interpretability score ``is`` (PSE paper, eqs. 5-6, Table 2)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import advinterp
+from advinterp import AdversarialBatch, Explainer, ParameterError, UnknownComponentError
+from advinterp.analyzers.interpretability_score import (InterpretabilityScore, discriminative_region,
+                                                        interpretability_score, table2, table2_text)
+from advinterp.testing import toy_batch, toy_model
+
+
+class MeanExplainer(Explainer):
+    """F(x, c) = mean of x over channels (independent of c): a map we can predict."""
+
+    name = "test-mean"
+
+    def _explain(self, model, x, target):
+        return x.mean(1), "input"
+
+
+def _registered(name):
+    return name in {i.name for i in advinterp.get_registry().list("explainer")}
+
+
+# ------------------------------------------------------------------------ the pure function
+def test_is_exactly_one_inside_and_zero_outside():
+    region = torch.zeros(2, 4, 4, dtype=torch.bool)
+    region[:, :2] = True
+    delta = torch.zeros(2, 3, 4, 4)
+    delta[0, :, :2] = torch.randn(3, 2, 4)  # inside B
+    delta[1, :, 2:] = torch.randn(3, 2, 4)  # outside B
+    s = interpretability_score(region, delta)
+    assert s.shape == (2,) and s.dtype == np.float64
+    assert s[0] == 1.0 and s[1] == 0.0
+
+
+def test_is_partial_overlap_by_hand():
+    # energy 3 inside (three entries of 1), 1 outside: IS = sqrt(3/4)
+    region = torch.tensor([[[1, 1], [0, 0]]])
+    delta = torch.zeros(1, 2, 2, 2)
+    delta[0, 0, 0, 0] = 1.0
+    delta[0, 1, 0, 0] = -1.0  # second channel, same pixel: B is broadcast over channels
+    delta[0, 0, 0, 1] = 1.0
+    delta[0, 1, 1, 1] = 1.0   # outside
+    np.testing.assert_allclose(interpretability_score(region, delta), [math.sqrt(0.75)], rtol=1e-12)
+    # the same region as (N, 1, H, W) and (N, C, H, W) masks
+    np.testing.assert_allclose(interpretability_score(region[:, None], delta), [math.sqrt(0.75)], rtol=1e-12)
+    np.testing.assert_allclose(interpretability_score(region[:, None].expand(1, 2, 2, 2), delta),
+                               [math.sqrt(0.75)], rtol=1e-12)
+
+
+def test_is_is_nan_for_zero_delta():
+    region = torch.ones(2, 3, 3, dtype=torch.bool)
+    delta = torch.zeros(2, 3, 3, 3)
+    delta[1, 0, 0, 0] = 0.1
+    s = interpretability_score(region, delta)
+    assert math.isnan(s[0]) and s[1] == 1.0
+
+
+def test_is_rejects_bad_inputs():
+    with pytest.raises(ParameterError, match="region"):
+        interpretability_score(torch.full((1, 2, 2), 0.5), torch.ones(1, 3, 2, 2))  # not 0/1
+    with pytest.raises(ParameterError, match="region"):
+        interpretability_score(torch.ones(1, 3, 3), torch.ones(1, 3, 2, 2))  # wrong size
+    with pytest.raises(ParameterError, match="delta"):
+        interpretability_score(torch.ones(1, 2, 2), torch.ones(3, 2, 2))
+
+
+def test_region_is_the_top_30_percent_of_distinct_values():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.stack([torch.randperm(256, generator=g).float().reshape(16, 16) for _ in range(3)])
+    b = discriminative_region(maps, 0.7)
+    assert b.dtype == torch.bool and b.shape == (3, 16, 16)
+    # nu interpolates between the 179th and 180th smallest of 256: the top 77 pixels are kept
+    assert b.flatten(1).sum(1).tolist() == [77, 77, 77]
+    assert (maps[b] >= 179).all() and (maps[~b] < 179).all()
+    assert discriminative_region(maps, 0.5).flatten(1).sum(1).tolist() == [128, 128, 128]
+    # ties at nu are kept: a constant map is one region
+    assert discriminative_region(torch.zeros(1, 4, 4), 0.7).all()
+    # B is invariant to a positive per-image scaling (normalised maps)
+    assert torch.equal(discriminative_region(maps * torch.tensor([2.0, 0.5, 7.0])[:, None, None]), b)
+
+
+# ------------------------------------------------------------------------ the analyzer
+@pytest.fixture(scope="module")
+def toy():
+    model = toy_model()
+    return model, toy_batch(model)
+
+
+def test_analyzer_with_an_explainer_instance(toy):
+    model, batch = toy
+    res = advinterp.get_analyzer("is").analyze(model, batch, explainer=MeanExplainer())
+    assert isinstance(res, InterpretabilityScore)
+    n, _, h, w = batch.x0.shape
+    assert res.is_x0_t0.shape == (n,) and res.is_xadv_t.shape == (n,)
+    assert res.region_x0_t0.shape == (n, h, w) and res.region_x0_t0.dtype == bool
+    # the regions are B of the hand-made maps; the quantile keeps about 30% of the pixels
+    b0 = discriminative_region(batch.x0.mean(1), 0.7)
+    ba = discriminative_region(batch.x_adv.mean(1), 0.7)
+    assert np.array_equal(res.region_x0_t0, b0.numpy()) and np.array_equal(res.region_xadv_t, ba.numpy())
+    frac = res.region_x0_t0.reshape(n, -1).mean(1)
+    assert np.all(np.abs(frac - 0.3) < 0.02), frac
+    # per image, IS is the pure function on the regions
+    np.testing.assert_array_equal(res.is_x0_t0, interpretability_score(b0, batch.delta))
+    np.testing.assert_array_equal(res.is_xadv_t, interpretability_score(ba, batch.delta))
+    assert np.all((res.is_x0_t0 >= 0) & (res.is_x0_t0 <= 1))
+    assert res.explainer == "test-mean" and res.model == model.name and res.attack == batch.attack
+    row = res.rows()[0]
+    assert set(row) >= {"attack", "model", "explainer", "is_x0_t0", "is_xadv_t"}
+    assert row["is_x0_t0"] == pytest.approx(float(np.nanmean(res.is_x0_t0)))
+    res.table()
+
+
+def test_quantile_parameter_and_precomputed_maps(toy):
+    model, batch = toy
+    res = advinterp.get_analyzer("is", quantile=0.5).analyze(model, batch, explainer=MeanExplainer())
+    frac = res.region_x0_t0.reshape(len(batch), -1).mean(1)
+    assert np.all(np.abs(frac - 0.5) < 0.02)
+    # precomputed (normalised) maps give the same result as running the explainer
+    maps = {"x0_t0": batch.x0.mean(1) / 3.0, "xadv_t": batch.x_adv.mean(1) * 2.0}
+    res2 = advinterp.get_analyzer("is", quantile=0.5).analyze(model, batch, maps=maps)
+    np.testing.assert_array_equal(res.is_x0_t0, res2.is_x0_t0)
+    np.testing.assert_array_equal(res.is_xadv_t, res2.is_xadv_t)
+    with pytest.raises(ParameterError, match="maps"):
+        advinterp.get_analyzer("is").analyze(model, batch, maps={"x0_t0": maps["x0_t0"]})
+    with pytest.raises(ParameterError, match="explainer"):
+        advinterp.get_analyzer("is").analyze(model, batch, explainer=object())
+
+
+def test_zero_delta_images_get_nan_and_are_left_out_of_the_means(toy):
+    model, batch = toy
+    x_adv = batch.x_adv.clone()
+    x_adv[0] = batch.x0[0]
+    b = AdversarialBatch(batch.x0, x_adv, batch.y_true, y_target=batch.y_target, y_adv=batch.y_adv,
+                         attack="partial")
+    res = advinterp.get_analyzer("is").analyze(model, b, explainer=MeanExplainer())
+    assert math.isnan(res.is_x0_t0[0]) and math.isnan(res.is_xadv_t[0])
+    assert np.isfinite(res.is_x0_t0[1:]).all()
+    assert res.mean("x0_t0") == pytest.approx(float(res.is_x0_t0[1:].mean()))
+    assert res.rows()[0]["n_valid"] == len(b) - 1
+
+
+def test_save_load_round_trip(toy, tmp_path):
+    model, batch = toy
+    res = advinterp.get_analyzer("is").analyze(model, batch, explainer=MeanExplainer())
+    back = InterpretabilityScore.load(res.save(tmp_path / "is.pt"))
+    assert isinstance(back, InterpretabilityScore)
+    for f in ("is_x0_t0", "is_xadv_t", "region_x0_t0", "region_xadv_t"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(res, f))
+    assert back.region_x0_t0.dtype == bool
+    assert (back.attack, back.model, back.explainer, back.quantile) == (res.attack, res.model, res.explainer,
+                                                                      res.quantile)
+
+
+def test_region_is_a_refinement_support(toy):
+    from advinterp.attacks.refine import support_from_region
+
+    model, batch = toy
+    res = advinterp.get_analyzer("is").analyze(model, batch, explainer=MeanExplainer())
+    s = support_from_region(res.region_x0_t0, tuple(batch.x0.shape[-2:]))
+    assert s.shape == (len(batch), 1, *batch.x0.shape[-2:]) and s.dtype == torch.bool
+
+
+def _result(attack, explainer, a, b, model="m"):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    r = np.zeros((len(a), 2, 2), dtype=bool)
+    return InterpretabilityScore(a, b, r, r, attack=attack, model=model, explainer=explainer)
+
+
+def test_table2_aggregates_attack_model_explainer_rows():
+    results = [_result("pgd", "cam", [0.2, 0.4], [0.5, 0.7]),
+               _result("str", "cam", [0.9, float("nan")], [1.0, float("nan")]),
+               _result("pgd", "cam", [0.6], [0.9]),  # pooled with the first one image-wise
+               _result("pgd", "gradcam", [0.1], [0.3])]
+    rows = table2(results)
+    assert [(r["attack"], r["explainer"]) for r in rows] == [("pgd", "cam"), ("str", "cam"), ("pgd", "gradcam")]
+    assert rows[0]["n"] == 3 and rows[0]["is_x0_t0"] == pytest.approx(0.4) and rows[0]["is_xadv_t"] == pytest.approx(0.7)
+    assert rows[1]["n"] == 2 and rows[1]["n_valid"] == 1 and rows[1]["is_x0_t0"] == pytest.approx(0.9)
+    assert rows[2]["is_xadv_t"] == pytest.approx(0.3)
+    assert "gradcam" in table2_text(results)
+    with pytest.raises(ParameterError):
+        table2([{"attack": "pgd"}])
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.2, "x", True])
+def test_bad_quantile_raises(bad):
+    with pytest.raises(ParameterError, match="quantile"):
+        advinterp.get_analyzer("is", quantile=bad)
+
+
+def test_bad_explainer_params_and_unknown_explainer(toy):
+    model, batch = toy
+    with pytest.raises(ParameterError, match="explainer_params"):
+        advinterp.get_analyzer("is", explainer_params="cam")
+    with pytest.raises(UnknownComponentError):
+        advinterp.get_analyzer("is", explainer="no-such-explainer").analyze(model, batch)
+
+
+# ------------------------------------------------------------------------ figures
+def test_plot_cam_overlays_and_is_table(toy):
+    from matplotlib.figure import Figure
+
+    from advinterp.viz import plot_cam_overlays, plot_is_table
+
+    model, batch = toy
+    exp = MeanExplainer()
+    maps = {"x0_t0": exp.explain(model, batch.x0, batch.y_true),
+            "xadv_t0": exp.explain(model, batch.x_adv, batch.y_true).maps,
+            "x0_t": exp.explain(model, batch.x0, batch.target).maps,
+            "xadv_t": exp.explain(model, batch.x_adv, batch.target)}
+    fig = plot_cam_overlays(batch.x0, batch.x_adv, maps, n=3, classes=["a", "b", "c", "d"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 4
+    fig = plot_cam_overlays(batch.x0, batch.x_adv, {"x0_t0": maps["x0_t0"], "xadv_t": maps["xadv_t"]}, n=10,
+                            titles=["one", "two"])
+    assert len(fig.axes) == len(batch) * 2
+    with pytest.raises(ParameterError, match="maps"):
+        plot_cam_overlays(batch.x0, batch.x_adv, {"bad": maps["x0_t"]})
+    results = [_result("pgd", "cam", [0.2], [0.5]), _result("str", "cam", [0.6], [0.9])]
+    fig = plot_is_table(results)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert len(plot_is_table(table2(results)).axes) == 1
+
+
+# ------------------------------------------------------------------------ with the captum plugin
+@pytest.mark.skipif(not _registered("cam"), reason="the advinterp-captum plugin (explainer 'cam') is not installed")
+def test_default_cam_on_the_shipped_model(synthetic_model, synthetic_test_data):
+    x, y = synthetic_test_data
+    x, y = x[:8], y[:8]
+    batch = advinterp.get_attack("pgd", eps=8 / 255, eps_step=2 / 255, max_iter=5).generate(synthetic_model, x, y)
+    res = advinterp.get_analyzer("is").analyze(synthetic_model, batch)
+    assert res.explainer == "cam" and res.model == "synthetic-cnn"
+    assert res.region_x0_t0.shape == (8, 64, 64)
+    frac = res.region_x0_t0.reshape(8, -1).mean(1)
+    assert np.all((frac > 0.25) & (frac < 0.4)), frac
+    valid = np.isfinite(res.is_x0_t0)
+    assert valid.any() and np.all((res.is_x0_t0[valid] >= 0) & (res.is_x0_t0[valid] <= 1))
+    assert np.all((res.is_xadv_t[valid] >= 0) & (res.is_xadv_t[valid] <= 1))
