@@ -15,7 +15,8 @@ import torch
 
 from .exceptions import ParameterError
 
-__all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "get_ablation_backend"]
+__all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "get_ablation_backend",
+           "grid_scores_to_map"]
 
 
 def grid_boxes(height: int, width: int, size: int | tuple[int, int], stride: int | tuple[int, int],
@@ -88,3 +89,52 @@ def get_ablation_backend(device: torch.device | str = "cpu") -> GridAblationBack
     from .registry import get_registry
 
     return get_registry().pm.hook.advinterp_grid_ablation_backend(device=torch.device(device))
+
+
+def grid_scores_to_map(scores: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-grid scores to a per-pixel map: each pixel gets the mean score of the grids
+    covering it (0 where no grid covers it).
+
+    The pure-PyTorch reference of the ``advinterp-gridablate`` plugin's ``scatter_mean``
+    op (which matches it bit for bit): sums are accumulated in box order in float32 for
+    half/bfloat16 scores (in the scores' dtype otherwise), divided by the number of covering
+    grids, and cast back to the scores' dtype.
+
+    Args:
+        scores: ``(N, m)`` (or ``(m,)``) floating-point scores, one per box.
+        boxes: ``(m, 4)`` integer ``[y0, x0, y1, x1]`` windows (end exclusive, from
+            :func:`grid_boxes`), inside the ``height x width`` image.
+        height, width: size of the map.
+
+    Returns:
+        ``(N, height, width)`` (``(height, width)`` for 1-D ``scores``), dtype and device of
+        ``scores``.
+    """
+    owner = "grid_scores_to_map"
+    if not isinstance(scores, torch.Tensor) or scores.dim() not in (1, 2) or not scores.is_floating_point():
+        raise ParameterError(owner, "scores", scores, "a floating-point (N, m) or (m,) tensor")
+    if not isinstance(height, int) or not isinstance(width, int) or height < 1 or width < 1:
+        raise ParameterError(owner, "height/width", (height, width), "positive integers")
+    if (not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4
+            or boxes.is_floating_point() or boxes.dtype == torch.bool):
+        raise ParameterError(owner, "boxes", boxes, "an integer (m, 4) tensor of [y0, x0, y1, x1] (see grid_boxes)")
+    if boxes.shape[0] != scores.shape[-1]:
+        raise ParameterError(owner, "scores", scores, f"one score per box ({boxes.shape[0]} boxes) in the last dim")
+    box_list = boxes.tolist()
+    for i, (y0, x0, y1, x1) in enumerate(box_list):
+        if not (0 <= y0 <= y1 <= height and 0 <= x0 <= x1 <= width):
+            raise ParameterError(owner, f"boxes[{i}]", [y0, x0, y1, x1],
+                                 f"a window inside the {height}x{width} image (0 <= y0 <= y1 <= H, "
+                                 "0 <= x0 <= x1 <= W)")
+    squeeze = scores.dim() == 1
+    s = scores.unsqueeze(0) if squeeze else scores
+    acc_dtype = torch.float32 if s.dtype in (torch.float16, torch.bfloat16) else s.dtype
+    s = s.to(acc_dtype)
+    acc = torch.zeros(s.shape[0], height, width, dtype=acc_dtype, device=s.device)
+    cov = torch.zeros(height, width, dtype=acc_dtype, device=s.device)
+    for i, (y0, x0, y1, x1) in enumerate(box_list):
+        acc[:, y0:y1, x0:x1] += s[:, i, None, None]
+        cov[y0:y1, x0:x1] += 1
+    out = torch.where(cov > 0, acc / cov.clamp(min=1), torch.zeros((), dtype=acc_dtype, device=s.device))
+    out = out.to(scores.dtype)
+    return out[0] if squeeze else out
