@@ -32,10 +32,12 @@ def advinterp_register_analyzers(register):
     from .analyzers.activation_distance import ActivationDistance
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
     from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
+    from .analyzers.pse import PSEAnalyzer
 
     register(ActivationDistance)
     register(AttackMetricsAnalyzer)
     register(InterpretabilityScoreAnalyzer)
+    register(PSEAnalyzer)
 
 
 @hookimpl
