@@ -340,12 +340,24 @@ class PSEResult(Result):
         w = self.grid_l2 if strength == "l2" else self.grid_linf
         return np.stack([grid_correlations(getattr(self, k), w, method) for k in _MEASURES], axis=1)
 
-    def significant(self, top: float = 0.7) -> np.ndarray:
-        """``(N, m)`` bool: the top ``top`` share of the perturbed grids of each image ranked
-        by ``s_i`` (``ceil(top * #perturbed)`` grids; Fig. 4 overlays only these)."""
+    def significant(self, top: float = 0.7, rule: str = "count") -> np.ndarray:
+        """``(N, m)`` bool: the most significant perturbed grids of each image (Fig. 4 draws
+        only these; "the top 70 % most significant perturbed grids ranked by s_i").
+
+        Args:
+            top: share kept (default 0.7).
+            rule: ``"count"`` (default): the ``ceil(top * #perturbed)`` perturbed grids with
+                the largest ``s_i``; ``"cumulative"``: footnote 3's rule, the perturbed grids
+                with ``s_i > beta`` where beta drops the least significant grids holding
+                ``1 - top`` of the cumulative ``s`` (S1 for ``top = 0.7``).
+        """
         if isinstance(top, bool) or not isinstance(top, (int, float)) or not 0 < top <= 1:
             raise ParameterError("PSEResult.significant", "top", top, "a number in (0, 1]")
+        if rule not in ("count", "cumulative"):
+            raise ParameterError("PSEResult.significant", "rule", rule, "'count' or 'cumulative'")
         pert = self.perturbed
+        if rule == "cumulative":
+            return self.s1_grids(1.0 - float(top)) & pert
         order = np.argsort(-np.where(pert, self.s, -np.inf), axis=1, kind="stable")
         keep = np.ceil(top * pert.sum(1)).astype(int)
         out = np.zeros(pert.shape, dtype=bool)
