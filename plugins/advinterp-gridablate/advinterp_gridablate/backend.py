@@ -1,0 +1,42 @@
+"""The grid-ablation backend object the plugin hands to the core."""
+from __future__ import annotations
+
+import torch
+
+from . import _ext, ops
+
+
+class CompiledGridAblation:
+    """The compiled backend for one device type (``name``: ``"gridablate-<device type>"``).
+
+    Satisfies :class:`advinterp.ablation.GridAblationBackend`; also offers
+    :meth:`scatter_mean`. Get it through ``advinterp.ablation.get_ablation_backend(device)``
+    (or :func:`advinterp_gridablate.backend_for`).
+    """
+
+    def __init__(self, device_type: str):
+        self.device_type = device_type
+        self.name = f"gridablate-{device_type}"
+
+    def ablate(self, x_adv: torch.Tensor, x0: torch.Tensor, boxes: torch.Tensor, start: int,
+               count: int) -> torch.Tensor:
+        """``(N, count, C, H, W)``: ``out[n, j]`` is ``x_adv[n]`` with the pixels of
+        ``boxes[start + j]`` taken from ``x0[n]`` (see :func:`advinterp_gridablate.ops.ablate`)."""
+        return ops.ablate(x_adv, x0, boxes, start, count)
+
+    def scatter_mean(self, scores: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``(N, height, width)`` mean of the ``(N, m)`` per-box scores over the boxes covering
+        each pixel, 0 where none does (see :func:`advinterp_gridablate.ops.scatter_mean`)."""
+        return ops.scatter_mean(scores, boxes, height, width)
+
+    def __repr__(self) -> str:
+        return f"CompiledGridAblation(name={self.name!r})"
+
+
+def backend_for(device: torch.device | str) -> CompiledGridAblation | None:
+    """The compiled backend for ``device``, or ``None`` when no compiled kernel serves it
+    (modules not built or not loaded, or a device type without kernels)."""
+    device_type = torch.device(device).type
+    if device_type in _ext.STATE.device_types():
+        return CompiledGridAblation(device_type)
+    return None

@@ -1,0 +1,155 @@
+// advinterp_gridablate: CUDA kernels of ablate and scatter_mean (schemas: gridablate_cpu.cpp).
+// Built as advinterp_gridablate._C_cuda where nvcc and a CUDA build of torch are present. Only c10's
+// CUDA headers are used (not ATen/cuda/CUDAContext.h), so a toolkit without cuBLAS/cuSPARSE headers does.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "gridablate.h"
+
+namespace advinterp_gridablate {
+namespace {
+
+constexpr int kThreads = 256;
+
+// One block row (blockIdx.x) per output plane (n, j, c); blockIdx.y and the threads stride over
+// the plane's H*W pixels, so reads and writes are coalesced. A pixel takes x0 inside box j,
+// x_adv elsewhere: no mask is materialised.
+template <typename scalar_t, typename index_t>
+__global__ void ablate_kernel(const scalar_t* __restrict__ xa, const scalar_t* __restrict__ xc,
+                              const int64_t* __restrict__ boxes, scalar_t* __restrict__ out, int64_t planes,
+                              int64_t count, int64_t C, index_t H, index_t W) {
+  const index_t HW = H * W;
+  for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+    const int64_t c = p % C;
+    const int64_t t = p / C;
+    const int64_t j = t % count, n = t / count;
+    const index_t y0 = static_cast<index_t>(boxes[4 * j]), x0 = static_cast<index_t>(boxes[4 * j + 1]);
+    const index_t y1 = static_cast<index_t>(boxes[4 * j + 2]), x1 = static_cast<index_t>(boxes[4 * j + 3]);
+    const int64_t src = (n * C + c) * static_cast<int64_t>(HW);
+    const scalar_t* a = xa + src;
+    const scalar_t* z = xc + src;
+    scalar_t* o = out + p * static_cast<int64_t>(HW);
+    for (index_t e = static_cast<index_t>(blockIdx.y) * blockDim.x + threadIdx.x; e < HW;
+         e += static_cast<index_t>(gridDim.y) * blockDim.x) {
+      const index_t y = e / W, x = e - y * W;
+      o[e] = (y >= y0 && y < y1 && x >= x0 && x < x1) ? z[e] : a[e];
+    }
+  }
+}
+
+// One thread per output pixel of image n = blockIdx.y (+ gridDim.y strides); boxes and scores
+// are staged in shared memory a tile at a time and accumulated in box order (as the reference).
+template <typename scalar_t>
+__global__ void scatter_mean_kernel(const scalar_t* __restrict__ scores, const int64_t* __restrict__ boxes,
+                                    scalar_t* __restrict__ out, int64_t N, int64_t m, int H, int W) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ int4 sbox[kThreads];
+  __shared__ acc_t sval[kThreads];
+  const int64_t HW = static_cast<int64_t>(H) * W;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int y = e < HW ? static_cast<int>(e / W) : -1;
+  const int x = e < HW ? static_cast<int>(e - static_cast<int64_t>(y) * W) : -1;
+  for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
+    acc_t acc = 0;
+    int cnt = 0;
+    for (int64_t i0 = 0; i0 < m; i0 += kThreads) {
+      const int64_t i = i0 + threadIdx.x;
+      if (i < m) {
+        sbox[threadIdx.x] = make_int4(static_cast<int>(boxes[4 * i]), static_cast<int>(boxes[4 * i + 1]),
+                                      static_cast<int>(boxes[4 * i + 2]), static_cast<int>(boxes[4 * i + 3]));
+        sval[threadIdx.x] = static_cast<acc_t>(scores[n * m + i]);
+      }
+      __syncthreads();
+      const int tile = static_cast<int>(min(static_cast<int64_t>(kThreads), m - i0));
+      for (int k = 0; k < tile; ++k) {
+        const int4 b = sbox[k];
+        if (y >= b.x && y < b.z && x >= b.y && x < b.w) {
+          acc += sval[k];
+          ++cnt;
+        }
+      }
+      __syncthreads();
+    }
+    if (e < HW) out[n * HW + e] = cnt > 0 ? static_cast<scalar_t>(acc / static_cast<acc_t>(cnt)) : scalar_t(0);
+  }
+}
+
+// The boxes, validated on the host, as an int64 tensor on `device` (rows [start, start + count)).
+at::Tensor device_boxes(const at::Tensor& boxes, int64_t start, int64_t count, int64_t H, int64_t W,
+                        const at::Device& device, const char* op) {
+  const at::Tensor host = boxes.to(at::kCPU).contiguous();  // a no-op for CPU boxes; else one sync
+  check_boxes_inside(host, start, count, H, W, op);
+  const at::Tensor rows = (boxes.device() == device ? boxes : host).narrow(0, start, count);
+  return rows.to(device).contiguous();
+}
+
+at::Tensor ablate_cuda(const at::Tensor& x_adv, const at::Tensor& x0, const at::Tensor& boxes, int64_t start,
+                       int64_t count) {
+  check_ablate_args(x_adv, x0, boxes, start, count);
+  TORCH_CHECK_VALUE(x_adv.is_cuda(), "advinterp_gridablate::ablate (CUDA kernel): x_adv is on ", x_adv.device(),
+                    "; put x_adv and x0 on the CUDA device (boxes may stay on the CPU)");
+  const c10::cuda::CUDAGuard guard(x_adv.device());
+  const at::Tensor xa = x_adv.contiguous(), xc = x0.contiguous();
+  const int64_t N = xa.size(0), C = xa.size(1), H = xa.size(2), W = xa.size(3);
+  at::Tensor out = at::empty({N, count, C, H, W}, xa.options());
+  const at::Tensor b = device_boxes(boxes, start, count, H, W, xa.device(), "advinterp_gridablate::ablate");
+  if (out.numel() == 0) return out;
+  const int64_t planes = N * count * C, HW = H * W;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(planes, std::numeric_limits<int32_t>::max())),
+                  static_cast<unsigned>(std::min<int64_t>((HW + kThreads - 1) / kThreads, 65535)));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa.scalar_type(), "advinterp_gridablate_ablate_cuda", [&] {
+    if (HW <= std::numeric_limits<int32_t>::max()) {
+      ablate_kernel<scalar_t, int32_t><<<grid, kThreads, 0, stream>>>(
+          xa.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(), b.const_data_ptr<int64_t>(),
+          out.mutable_data_ptr<scalar_t>(), planes, count, C, static_cast<int32_t>(H), static_cast<int32_t>(W));
+    } else {
+      ablate_kernel<scalar_t, int64_t><<<grid, kThreads, 0, stream>>>(
+          xa.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(), b.const_data_ptr<int64_t>(),
+          out.mutable_data_ptr<scalar_t>(), planes, count, C, H, W);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor scatter_mean_cuda(const at::Tensor& scores, const at::Tensor& boxes, int64_t height, int64_t width) {
+  check_scatter_args(scores, boxes, height, width);
+  TORCH_CHECK_VALUE(scores.is_cuda(), "advinterp_gridablate::scatter_mean (CUDA kernel): scores is on ",
+                    scores.device(), "; put it on the CUDA device (boxes may stay on the CPU)");
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const at::Tensor s = scores.contiguous();
+  const int64_t N = s.size(0), m = s.size(1);
+  at::Tensor out = at::empty({N, height, width}, s.options());
+  const at::Tensor b = device_boxes(boxes, 0, m, height, width, s.device(), "advinterp_gridablate::scatter_mean");
+  if (out.numel() == 0) return out;
+  const int64_t HW = height * width;
+  const dim3 grid(static_cast<unsigned>((HW + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(N, 65535)));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_scatter_cuda", [&] {
+    scatter_mean_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(s.const_data_ptr<scalar_t>(),
+                                                                 b.const_data_ptr<int64_t>(),
+                                                                 out.mutable_data_ptr<scalar_t>(), N, m,
+                                                                 static_cast<int>(height), static_cast<int>(width));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(advinterp_gridablate, CUDA, m) {
+  m.impl("ablate", &ablate_cuda);
+  m.impl("scatter_mean", &scatter_mean_cuda);
+}
+
+}  // namespace advinterp_gridablate
