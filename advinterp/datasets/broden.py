@@ -242,7 +242,11 @@ def _read_image_file(path: Path, what: str, where: str = "", rgb: bool = True) -
             im.load()
             if rgb:
                 arr = np.asarray(im.convert("RGB"))
-            elif im.mode in ("RGB", "RGBA", "L", "P", "I", "I;16"):
+            elif im.mode == "P":
+                # a paletted segmentation encodes labels in its palette colours (R + 256*G), as
+                # NetDissect's reader (scipy imread) sees them, not in the palette indices
+                arr = np.asarray(im.convert("RGB"))
+            elif im.mode in ("RGB", "RGBA", "L", "I", "I;16"):
                 arr = np.asarray(im)
             else:
                 arr = np.asarray(im.convert("RGB"))
@@ -621,6 +625,37 @@ class BrodenDataset:
     def label(self, number: int) -> BrodenLabel:
         """The :class:`BrodenLabel` of a label number (``KeyError`` if unknown)."""
         return self._label_by_number[number]
+
+    def primary_categories(self, categories: Sequence[str] | None = None) -> dict[int, str]:
+        """``{label number: primary category}`` by NetDissect's rule, among ``categories``
+        (default: the selected :attr:`categories`).
+
+        NetDissect (``SegmentationData.primary_categories_per_index``) gives each label the
+        category, among those whose ``c_<category>.csv`` lists it, in which its ``coverage``
+        is largest (ties: the category listed last). Categories without a
+        ``c_<category>.csv`` (not in ``category.csv``) fall back to the counts of the
+        ``label.csv`` ``category`` column. Labels in none of ``categories`` are left out.
+        This can differ from :attr:`BrodenLabel.category` (most images) for labels listed
+        in several categories.
+        """
+        cats = list(self.categories if categories is None else categories)
+        bad = [c for c in cats if c not in self.categories]
+        if bad:
+            raise ParameterError("BrodenDataset.primary_categories", "categories", categories,
+                                 f"a subset of the dataset's categories {self.categories}")
+        coverage: dict[str, dict[int, float]] = {}
+        for cat in cats:
+            if cat in self.codes:
+                coverage[cat] = {c.number: c.coverage for c in self.codes[cat]}
+            else:
+                coverage[cat] = {lab.number: float(lab.categories[cat]) for lab in self.labels
+                                 if cat in lab.categories}
+        out: dict[int, str] = {}
+        for lab in self.labels:
+            scored = [(coverage[cat][lab.number], ic) for ic, cat in enumerate(cats) if lab.number in coverage[cat]]
+            if scored:
+                out[lab.number] = cats[max(scored)[1]]
+        return out
 
     def labels_of(self, category: str) -> list[BrodenLabel]:
         """Labels whose primary category is ``category``, by increasing number."""
