@@ -6,8 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
+# plugins/advinterp-gridablate compiles against the venv's torch: it is installed on its own,
+# after torch, without build isolation (see its README); the other plugins install together.
+GRIDABLATE := plugins/advinterp-gridablate
+PLUGINS := $(filter-out $(GRIDABLATE)/,$(sort $(dir $(wildcard plugins/*/setup.cfg))))
 STAMP := $(VENV)/.advinterp-installed
+GRIDABLATE_STAMP := $(VENV)/.advinterp-gridablate-installed
 PYTEST_ARGS ?=
 
 .PHONY: install demo test bench clean-venv
@@ -20,7 +24,14 @@ $(STAMP): $(PY) setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg) example
 	$(PIP) install --disable-pip-version-check -q $(TORCH_PINS) -e '.[test]' $(foreach p,$(PLUGINS),-e $(p)) -e examples/custom_plugin
 	touch $(STAMP)
 
-install: $(STAMP)
+# Rebuilt when its sources change or the venv was reinstalled. A failed compilation does not
+# fail this step: the plugin then installs without its compiled module (`advinterp list` says why).
+$(GRIDABLATE_STAMP): $(STAMP) $(GRIDABLATE)/setup.py $(GRIDABLATE)/setup.cfg $(wildcard $(GRIDABLATE)/csrc/*)
+	$(PIP) install --disable-pip-version-check -q 'setuptools>=64'
+	$(PIP) install --disable-pip-version-check -q --no-build-isolation -e $(GRIDABLATE)
+	touch $(GRIDABLATE_STAMP)
+
+install: $(STAMP) $(GRIDABLATE_STAMP)
 
 demo: install
 	$(VENV)/bin/advinterp demo

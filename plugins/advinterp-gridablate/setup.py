@@ -173,7 +173,8 @@ def main() -> None:
             try:
                 super().build_extension(ext)
             except Exception as e:
-                self._results[name] = {"built": False, "reason": _short(e)}
+                self._results[name] = {"built": False, "reason": _short(e) + " (the compiler's messages are in the "
+                                       "output of pip install -v)"}
                 print(f"advinterp-gridablate: building {ext.name} failed; installing without it.\n"
                       f"{traceback.format_exc()}", file=sys.stderr)
                 # a module left from an earlier build would not match these sources

@@ -2,7 +2,8 @@
 // Built as the Python module advinterp_gridablate._C; importing it registers the ops.
 #include <Python.h>
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -16,6 +17,9 @@
 
 namespace advinterp_gridablate {
 namespace {
+
+// Elements per parallel task (ATen's at::internal::GRAIN_SIZE, which lives in a heavier header).
+constexpr int64_t kGrainSize = 32768;
 
 at::Tensor host_boxes(const at::Tensor& boxes) { return boxes.to(at::kCPU).contiguous(); }
 
@@ -32,7 +36,7 @@ at::Tensor ablate_cpu(const at::Tensor& x_adv, const at::Tensor& x0, const at::T
   if (out.numel() == 0) return out;
   const int64_t* bp = b.const_data_ptr<int64_t>() + 4 * start;
   const int64_t rows = N * count * C * H;  // one output row (n, j, c, y) per work item
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / W);
+  const int64_t grain = std::max<int64_t>(1, kGrainSize / W);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa.scalar_type(), "advinterp_gridablate_ablate_cpu", [&] {
     const scalar_t* pa = xa.const_data_ptr<scalar_t>();
     const scalar_t* pc = xc.const_data_ptr<scalar_t>();
@@ -78,7 +82,7 @@ at::Tensor scatter_mean_cpu(const at::Tensor& scores, const at::Tensor& boxes, i
   for (int64_t i = 0; i < m; ++i)
     for (int64_t y = bp[4 * i]; y < bp[4 * i + 2]; ++y)
       for (int64_t x = bp[4 * i + 1]; x < bp[4 * i + 3]; ++x) ++cover[y * W + x];
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, W * (m + 1)));
+  const int64_t grain = std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, W * (m + 1)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_scatter_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* ps = s.const_data_ptr<scalar_t>();

@@ -1,7 +1,8 @@
 // advinterp_gridablate: CUDA kernels of ablate and scatter_mean (schemas: gridablate_cpu.cpp).
 // Built as advinterp_gridablate._C_cuda where nvcc and a CUDA build of torch are present. Only c10's
 // CUDA headers are used (not ATen/cuda/CUDAContext.h), so a toolkit without cuBLAS/cuSPARSE headers does.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
