@@ -29,6 +29,7 @@ $(STAMP): $(PY) setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg) example
 $(GRIDABLATE_STAMP): $(STAMP) $(GRIDABLATE)/setup.py $(GRIDABLATE)/setup.cfg $(wildcard $(GRIDABLATE)/csrc/*)
 	$(PIP) install --disable-pip-version-check -q 'setuptools>=64'
 	$(PIP) install --disable-pip-version-check -q --no-build-isolation -e $(GRIDABLATE)
+	$(PY) -c "import advinterp_gridablate as g; print('advinterp-gridablate:', g.status())"
 	touch $(GRIDABLATE_STAMP)
 
 install: $(STAMP) $(GRIDABLATE_STAMP)
