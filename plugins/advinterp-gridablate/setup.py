@@ -52,9 +52,11 @@ def _write_info(directory: str, info: dict) -> None:
 
 
 def _no_torch_setup(reason: str) -> None:
-    _write_info(os.path.join(HERE, PACKAGE), {
-        "torch": None, "modules": {"_C": {"built": False, "reason": reason},
-                                   "_C_cuda": {"built": False, "reason": reason}}})
+    pkg = os.path.join(HERE, PACKAGE)
+    # (shipped as package data; not over the record of a compiled module already built in place)
+    if not any(f.startswith("_C") and f.endswith((".so", ".pyd")) for f in os.listdir(pkg)):
+        _write_info(pkg, {"torch": None, "modules": {"_C": {"built": False, "reason": reason},
+                                                     "_C_cuda": {"built": False, "reason": reason}}})
     print(f"advinterp-gridablate: building no compiled module: {reason}", file=sys.stderr)
     setup()
 
@@ -104,8 +106,8 @@ def main() -> None:
         from torch.utils import cpp_extension
         from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except Exception as e:  # an isolated build environment has no torch
-        _no_torch_setup(f"torch was not importable at build time ({_short(e)}); install with "
-                        "pip install --no-build-isolation so the build uses the environment's torch")
+        _no_torch_setup(f"torch was not importable at build time ({_short(e)}; pip builds in an isolated "
+                        "environment unless given --no-build-isolation)")
         return
 
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
