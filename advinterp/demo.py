@@ -215,9 +215,101 @@ def step_explanations(ctx: DemoContext) -> Section:
                  ("Mean interpretability score per attack", "is_scores.png")])
 
 
+#: Images per attack in the PSE step; the same clean images are attacked with C&W refined under S1/S2.
+DEMO_PSE_IMAGES = 3
+#: C&W of the refinement (Table A1) view: a lighter budget than the attack step's, the same for the
+#: unrefined and the refined runs.
+DEMO_REFINE_CW: dict[str, Any] = {"targeted": True, "binary_search_steps": 3, "max_iter": 30, "learning_rate": 0.05,
+                                  "initial_const": 1.0}
+
+
+def step_pse(ctx: DemoContext) -> Section:
+    """Grid sensitivity and PSR per attack (Figs. 2 and 4, Table 1); C&W refined under S1/S2 (Table A1)."""
+    from .analyzers.pse import table1, table1_text
+    from .analyzers.refine_analysis import refine_attack, table_a1
+    from .datasets.synthetic import CLASSES
+    from .registry import get_analyzer, get_attack, get_explainer, get_registry
+    from .viz import plot_pse_sensitivity, plot_psr_overlay, save_figure
+
+    title = "Promotion-suppression effect of grid perturbations (Figs. 2 and 4, Tables 1 and A1)"
+    if not ctx.attack_batches:
+        ctx.log("pse: skipped (no attack batches)")
+        return Section(title, ["Skipped: no attack batches."])
+    model = ctx.models["synthetic-cnn"]
+    k = DEMO_PSE_IMAGES
+    analyzer = get_analyzer("pse")
+    # the CAM F(x', t) under the PSR overlay comes from the optional advinterp-captum plugin
+    cam = get_explainer("cam") if "cam" in {i.name for i in get_registry().list("explainer")} else None
+    results, figures = {}, []
+    for attack, batch in ctx.attack_batches.items():
+        t0 = time.perf_counter()
+        sub = batch[:k]
+        res = analyzer.analyze(model, sub)
+        res.save(ctx.out / "results" / f"pse-{attack}.pt")
+        results[attack] = res
+        if cam is not None:
+            f_adv = cam.explain(model, sub.x_adv, sub.target).maps
+            save_figure(plot_psr_overlay(res, f_adv, list(range(len(sub))), image=sub.x_adv, classes=CLASSES),
+                        ctx.out / f"psr_{attack}.png")
+            figures.append((f"PSR of the top 70% grids by s on F(x', t): {attack}", f"psr_{attack}.png"))
+        row = res.rows()[0]
+        ctx.log(f"pse {attack}: {res.n_grids} grids x {res.n_images} images, corr(s, ||d_G||_2) "
+                f"{row['pearson_s']:.2f}, suppression/balanced/promotion {row['frac_suppression']:.2f}/"
+                f"{row['frac_balanced']:.2f}/{row['frac_promotion']:.2f} ({time.perf_counter() - t0:.1f}s, "
+                f"{res.backend} backend)")
+    shown = "cw_l2" if "cw_l2" in results else next(iter(results))
+    save_figure(plot_pse_sensitivity(results[shown], 0, ctx.attack_batches[shown].x_adv[:k], CLASSES),
+                ctx.out / "pse_sensitivity.png")
+    figures.insert(0, (f"Grid sensitivity of a {shown} example (Fig. 2)", "pse_sensitivity.png"))
+    rows = table1(list(results.values()))
+    (ctx.out / "table1.txt").write_text(table1_text(list(results.values())) + "\n")
+    tables = [("Correlation of d0, dt, s with ||delta_G||_2, averaged over images (Table 1 view)", rows)]
+    ref_rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    supports = ("S1", "S2") if cam is not None else ("S1",)
+    clean = ctx.attack_batches[shown][:k]
+    ref = refine_attack(get_attack("cw_l2", **DEMO_REFINE_CW), model, clean.x0, clean.y_true, clean.target,
+                        supports=supports, pse=analyzer)
+    ref.save(ctx.out / "results" / "refine-cw_l2.pt")
+    ref_rows = ref.rows()
+    (ctx.out / "table_a1_refined.txt").write_text(table_a1([ref]) + "\n")
+    tables.append((f"C&W ({DEMO_REFINE_CW['binary_search_steps']} x {DEMO_REFINE_CW['max_iter']} iterations) with and "
+                   "without refinement under S1 / S2 (Table A1 view)", ref_rows))
+    ctx.log(f"C&W refined under {', '.join(supports)}: " + "; ".join(
+        f"{r['support']} l0 {r['l0_original']:.0f} -> {r['l0_refined']:.0f}, ASR {r['asr_refined']:.2f}"
+        for r in ref_rows) + f" ({time.perf_counter() - t0:.1f}s)")
+    ctx.summary["pse"] = {"table1": rows, "table_a1_refined": ref_rows}
+    res = results[shown]
+    return Section(title, [
+        f"The first {k} targeted examples of each attack on synthetic-cnn, cut into {res.n_grids} grids of "
+        f"{res.size}x{res.size} pixels (the paper's 13x13 on 224x224, scaled). For each grid, d0 is how much the "
+        "true-class logit recovers and dt how much the target logit drops when the grid's perturbation is removed "
+        "(floored at xi); s = d0 + dt, and the PSR r = log2(dt / d0) marks a grid suppression-dominated (r < -1, "
+        "white), promotion-dominated (r > 1, black) or balanced (grey). Table 1 correlates d0, dt, s with the "
+        "perturbation strength per grid. Refinement re-runs C&W with delta = 0 outside S1 (grids holding the top 70% "
+        "of the cumulative s) or S2 (the CAM region of the true class)."
+        + ("" if cam is not None else " The advinterp-captum plugin is not installed: no CAM overlay, no S2.")],
+        tables=tables, figures=figures)
+
+
+def step_dissection(ctx: DemoContext) -> Section:
+    """Network dissection of synthetic-cnn over the embedded world in Broden format, unit sensitivity
+    to untargeted PGD and its significance (A8-A10, Figs. 7-8); needs the advinterp-dissect plugin."""
+    title = "Network dissection and unit sensitivity (Figs. 7-8)"
+    try:  # the demo is core code: the dissect plugin is optional
+        from advinterp_dissect.demo import demo_dissection
+    except ImportError:
+        ctx.log("dissection: skipped (the advinterp-dissect plugin is not installed)")
+        return Section(title, ["Skipped: the advinterp-dissect plugin is not installed "
+                               "(pip install -e plugins/advinterp-dissect)."])
+    ctx.summary["dissection"] = {}
+    return demo_dissection(ctx.out, ctx.models["synthetic-cnn"], seed=ctx.seed, n=min(200, ctx.n), log=ctx.log,
+                           summary=ctx.summary["dissection"])
+
+
 #: The demo's steps, in order.
 STEPS: list[Callable[[DemoContext], Section]] = [step_world, step_models, step_activation_distance, step_attacks,
-                                                 step_explanations]
+                                                 step_explanations, step_pse, step_dissection]
 
 
 def run_demo(out: str | Path | None = None, n: int = 1000, n_attack: int = 200, seed: int = 0,
