@@ -144,6 +144,7 @@ class StreamingQuantile:
         inside = (rank.double() - before + 0.5) / c.clamp(min=1)
         est = self.lo + self.width * (j.double() + inside)
         est = torch.minimum(torch.maximum(est, self.min), self.max)
+        est = torch.where(rank >= self.count - 1, self.max, est)  # the largest value is known exactly
         return torch.where(rank < self.n_min, self.min, est)  # ties at the minimum (ReLU zeros) are exact
 
     def quantile(self, p: float) -> torch.Tensor:
