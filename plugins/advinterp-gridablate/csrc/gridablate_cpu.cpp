@@ -35,8 +35,8 @@ at::Tensor ablate_cpu(const at::Tensor& x_adv, const at::Tensor& x0, const at::T
   check_boxes_inside(b, start, count, H, W, "advinterp_gridablate::ablate");
   if (out.numel() == 0) return out;
   const int64_t* bp = b.const_data_ptr<int64_t>() + 4 * start;
-  const int64_t rows = N * count * C * H;  // one output row (n, j, c, y) per work item
-  const int64_t grain = std::max<int64_t>(1, kGrainSize / W);
+  const int64_t planes = N * count * C, HW = H * W;  // one output plane (n, j, c) per work item
+  const int64_t grain = std::max<int64_t>(1, kGrainSize / HW);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa.scalar_type(), "advinterp_gridablate_ablate_cpu", [&] {
     const scalar_t* pa = xa.const_data_ptr<scalar_t>();
     const scalar_t* pc = xc.const_data_ptr<scalar_t>();
@@ -44,23 +44,25 @@ at::Tensor ablate_cpu(const at::Tensor& x_adv, const at::Tensor& x0, const at::T
     auto copy = [](scalar_t* dst, const scalar_t* src, int64_t n) {
       if (n > 0) std::memcpy(dst, src, sizeof(scalar_t) * n);
     };
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t y = r % H;
-        int64_t t = r / H;
-        const int64_t c = t % C;
-        t /= C;
+    at::parallel_for(0, planes, grain, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c = p % C, t = p / C;
         const int64_t j = t % count, n = t / count;
-        const int64_t src = ((n * C + c) * H + y) * W;
         const int64_t* bx = bp + 4 * j;
-        scalar_t* dst = po + r * W;
-        if (y >= bx[0] && y < bx[2]) {  // the row crosses box j: [0, x0) adv, [x0, x1) clean, [x1, W) adv
-          copy(dst, pa + src, bx[1]);
-          copy(dst + bx[1], pc + src + bx[1], bx[3] - bx[1]);
-          copy(dst + bx[3], pa + src + bx[3], W - bx[3]);
-        } else {
-          copy(dst, pa + src, W);
+        const int64_t y0 = bx[0], x0 = bx[1], y1 = bx[2], x1 = bx[3];
+        const scalar_t* a = pa + (n * C + c) * HW;
+        const scalar_t* z = pc + (n * C + c) * HW;
+        scalar_t* o = po + p * HW;
+        // rows above and below the box in one block each; the box rows in three segments
+        // ([0, x0) adversarial, [x0, x1) clean, [x1, W) adversarial): every byte written once
+        copy(o, a, y0 * W);
+        for (int64_t y = y0; y < y1; ++y) {
+          const int64_t r = y * W;
+          copy(o + r, a + r, x0);
+          copy(o + r + x0, z + r + x0, x1 - x0);
+          copy(o + r + x1, a + r + x1, W - x1);
         }
+        copy(o + y1 * W, a + y1 * W, (H - y1) * W);
       }
     });
   });
@@ -79,10 +81,14 @@ at::Tensor scatter_mean_cpu(const at::Tensor& scores, const at::Tensor& boxes, i
   if (out.numel() == 0) return out;
   const int64_t* bp = b.const_data_ptr<int64_t>();
   std::vector<int64_t> cover(H * W, 0);  // how many boxes cover each pixel (the same for every image)
-  for (int64_t i = 0; i < m; ++i)
+  int64_t area = 0;
+  for (int64_t i = 0; i < m; ++i) {
     for (int64_t y = bp[4 * i]; y < bp[4 * i + 2]; ++y)
       for (int64_t x = bp[4 * i + 1]; x < bp[4 * i + 3]; ++x) ++cover[y * W + x];
-  const int64_t grain = std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, W * (m + 1)));
+    area += (bp[4 * i + 2] - bp[4 * i]) * (bp[4 * i + 3] - bp[4 * i + 1]);
+  }
+  const int64_t row_cost = m + W + area / H;  // box tests, additions and stores of one output row
+  const int64_t grain = std::max<int64_t>(1, kGrainSize / row_cost);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_scatter_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* ps = s.const_data_ptr<scalar_t>();

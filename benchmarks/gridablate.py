@@ -1,0 +1,81 @@
+"""Compiled grid ablation (advinterp-gridablate) vs the core's pure-PyTorch references.
+
+``ablate``: the PSE analysis's batches of ``x' - delta_{G_i}`` (x' with the pixels of grid i
+from x0), ``N`` images times ``count`` grids per call, compiled op vs
+``advinterp.ablation.ReferenceGridAblation``; printed as ablated images per second.
+``scatter_mean``: per-grid scores ``(N, m)`` to a per-pixel mean map, compiled op vs
+``advinterp.ablation.grid_scores_to_map``; printed as maps per second. The outputs are
+checked to be bitwise equal before timing. On the CPU (torch threads as set) and, where
+present, on CUDA (synchronised). Override the sizes, e.g.
+``python benchmarks/gridablate.py --n 8 --count 32 --repeat 3``.
+"""
+import argparse
+
+import torch
+
+from advinterp.ablation import ReferenceGridAblation, grid_boxes, grid_scores_to_map
+from _util import best_of, print_table
+
+# (label, C, H, W, window, stride): the synthetic world's 64x64 scenes and ImageNet crops
+CASES = [("64x64, 8x8 windows stride 4", 3, 64, 64, 8, 4), ("224x224, 16x16 windows stride 8", 3, 224, 224, 16, 8)]
+DEFAULTS = {"n": 4, "count": 64, "repeat": 5}
+
+
+def _timer(device):
+    def run(fn):
+        def call():
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return call
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for k, v in DEFAULTS.items():
+        p.add_argument("--" + k, type=type(v), default=v)
+    a = p.parse_args([] if argv is None else argv)
+    try:
+        import advinterp_gridablate as ga
+    except ImportError:
+        print("advinterp-gridablate is not installed: skipped")
+        return
+    if not ga.available():
+        print(f"advinterp-gridablate: {ga.status()}: skipped")
+        return
+    devices = [d for d in ("cpu", "cuda") if d in ga.status().device_types() and (d != "cuda" or torch.cuda.is_available())]
+    print(f"N={a.n} images per call, {a.count} grids per ablate call, float32, torch threads={torch.get_num_threads()}, "
+          f"devices: {', '.join(devices)}")
+    ref = ReferenceGridAblation()
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for device in devices:
+        timed = _timer(device)
+        for label, c, h, w, size, stride in CASES:
+            boxes = grid_boxes(h, w, size, stride)
+            m = len(boxes)
+            count = min(a.count, m)
+            x0 = torch.rand(a.n, c, h, w, generator=g).to(device)
+            xa = (x0 + 0.03 * torch.randn(a.n, c, h, w, generator=g).to(device)).clamp(0, 1)
+            assert torch.equal(ga.ablate(xa, x0, boxes, 0, count), ref.ablate(xa, x0, boxes, 0, count))
+            t_op = best_of(timed(lambda: ga.ablate(xa, x0, boxes, 0, count)), repeat=a.repeat)
+            t_ref = best_of(timed(lambda: ref.ablate(xa, x0, boxes, 0, count)), repeat=a.repeat)
+            n_img = a.n * count
+            rows.append({"device": device, "op": "ablate", "case": f"{label} ({m} grids)",
+                         "compiled images/s": f"{n_img / t_op:,.0f}", "reference images/s": f"{n_img / t_ref:,.0f}",
+                         "speed-up": f"{t_ref / t_op:.1f}x"})
+            scores = torch.randn(a.n, m, generator=g).to(device)
+            assert torch.equal(ga.scatter_mean(scores, boxes, h, w), grid_scores_to_map(scores, boxes, h, w))
+            t_op = best_of(timed(lambda: ga.scatter_mean(scores, boxes, h, w)), repeat=a.repeat)
+            t_ref = best_of(timed(lambda: grid_scores_to_map(scores, boxes, h, w)), repeat=a.repeat)
+            rows.append({"device": device, "op": "scatter_mean", "case": f"{label} ({m} grids)",
+                         "compiled images/s": f"{a.n / t_op:,.0f}", "reference images/s": f"{a.n / t_ref:,.0f}",
+                         "speed-up": f"{t_ref / t_op:.1f}x"})
+    print_table(rows, ["device", "op", "case", "compiled images/s", "reference images/s", "speed-up"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
