@@ -88,8 +88,10 @@ at::Tensor device_boxes(const at::Tensor& boxes, int64_t start, int64_t count, i
                         const at::Device& device, const char* op) {
   const at::Tensor host = boxes.to(at::kCPU).contiguous();  // a no-op for CPU boxes; else one sync
   check_boxes_inside(host, start, count, H, W, op);
-  const at::Tensor rows = (boxes.device() == device ? boxes : host).narrow(0, start, count);
-  return rows.to(device).contiguous();
+  if (boxes.device() == device) return boxes.narrow(0, start, count).contiguous();
+  // Asynchronous: a copy from pageable memory is staged before cudaMemcpyAsync returns, so the
+  // temporary may go, and the stream is not synchronised (as a blocking copy would).
+  return host.narrow(0, start, count).to(device, at::kLong, /*non_blocking=*/true);
 }
 
 at::Tensor ablate_cuda(const at::Tensor& x_adv, const at::Tensor& x0, const at::Tensor& boxes, int64_t start,
@@ -108,7 +110,7 @@ at::Tensor ablate_cuda(const at::Tensor& x_adv, const at::Tensor& x0, const at::
                   static_cast<unsigned>(std::min<int64_t>((HW + kThreads - 1) / kThreads, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xa.scalar_type(), "advinterp_gridablate_ablate_cuda", [&] {
-    if (HW <= std::numeric_limits<int32_t>::max()) {
+    if (HW < (int64_t(1) << 30)) {  // 32-bit pixel indices (with room for the grid stride)
       ablate_kernel<scalar_t, int32_t><<<grid, kThreads, 0, stream>>>(
           xa.const_data_ptr<scalar_t>(), xc.const_data_ptr<scalar_t>(), b.const_data_ptr<int64_t>(),
           out.mutable_data_ptr<scalar_t>(), planes, count, C, static_cast<int32_t>(H), static_cast<int32_t>(W));
@@ -133,6 +135,8 @@ at::Tensor scatter_mean_cuda(const at::Tensor& scores, const at::Tensor& boxes, 
   const at::Tensor b = device_boxes(boxes, 0, m, height, width, s.device(), "advinterp_gridablate::scatter_mean");
   if (out.numel() == 0) return out;
   const int64_t HW = height * width;
+  TORCH_CHECK_VALUE((HW + kThreads - 1) / kThreads <= std::numeric_limits<int32_t>::max(),
+                    "advinterp_gridablate::scatter_mean: a ", height, "x", width, " map is too large");
   const dim3 grid(static_cast<unsigned>((HW + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(N, 65535)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
