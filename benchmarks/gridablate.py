@@ -44,9 +44,9 @@ def main(argv=None):
     if not ga.available():
         print(f"advinterp-gridablate: {ga.status()}: skipped")
         return
-    devices = [d for d in ("cpu", "cuda") if d in ga.status().device_types() and (d != "cuda" or torch.cuda.is_available())]
-    print(f"N={a.n} images per call, {a.count} grids per ablate call, float32, torch threads={torch.get_num_threads()}, "
-          f"devices: {', '.join(devices)}")
+    devices = [d for d in ga.status().device_types() if d != "cuda" or torch.cuda.is_available()]
+    print(f"N={a.n} images per call, {a.count} grids per ablate call, float32, "
+          f"torch threads={torch.get_num_threads()}, devices: {', '.join(devices)}")
     ref = ReferenceGridAblation()
     rows = []
     g = torch.Generator().manual_seed(0)

@@ -74,7 +74,8 @@ def _why(module: str, error: BaseException, info: dict) -> str:
             return f"{PACKAGE}.{module} was not built: {built.get('reason', 'unknown reason')}"
         return f"{PACKAGE}.{module} was not built (no compiled module found)"
     if info.get("torch") and info["torch"] != torch.__version__:
-        return f"{PACKAGE}.{module} was built for torch {info['torch']} but torch {torch.__version__} is installed ({err})"
+        return (f"{PACKAGE}.{module} was built for torch {info['torch']} but torch {torch.__version__} is "
+                f"installed ({err})")
     return f"{PACKAGE}.{module} failed to load ({err})"
 
 
