@@ -30,7 +30,12 @@ _BOXES_HINT = "Make boxes with advinterp.ablation.grid_boxes(height, width, size
 
 
 class ExtensionUnavailableError(AdvinterpError, ImportError):
-    """The compiled modules of advinterp-gridablate are not loaded (the message says why)."""
+    """The compiled modules of advinterp-gridablate are not loaded (the message says why).
+
+    ``hint``: the command that rebuilds them.
+    """
+
+    hint = _ext.REBUILD
 
 
 # ------------------------------------------------------------------ fake kernels, autograd
