@@ -61,7 +61,14 @@ def disabled_plugins() -> set[str]:
 
 
 def install_hint(error: BaseException, distribution: str | None) -> str:
-    """A one-line suggestion for a plugin that failed to import."""
+    """A one-line suggestion for a plugin that failed to import.
+
+    An exception that carries its own ``hint`` attribute (e.g. a compiled plugin whose
+    extension was not built says how to rebuild it) wins over the generic suggestions.
+    """
+    own = getattr(error, "hint", None)
+    if isinstance(own, str) and own:
+        return own
     if isinstance(error, ModuleNotFoundError) and error.name:
         top = error.name.split(".")[0]
         pkg = _PIP_NAMES.get(top, top)

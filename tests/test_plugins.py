@@ -199,3 +199,15 @@ def test_model_factory_must_return_adapter(fresh_registry):
     advinterp.register_plugin_object(P(), "p")
     with pytest.raises(advinterp.AdvinterpError, match="not a ModelAdapter"):
         advinterp.get_model("raw-module")
+
+
+def test_install_hint_prefers_the_exceptions_own_hint():
+    from advinterp.plugins import install_hint
+
+    class BuildError(ImportError):
+        hint = "pip install --no-build-isolation -e plugins/advinterp-x"
+
+    assert install_hint(BuildError("no compiled module"), "advinterp-x") == BuildError.hint
+    missing = ModuleNotFoundError("No module named 'captum'", name="captum")
+    assert install_hint(missing, "advinterp-captum") == "pip install captum (needed by advinterp-captum)"
+    assert "--force-reinstall advinterp-y" in install_hint(RuntimeError("boom"), "advinterp-y")
