@@ -425,7 +425,7 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
             iou_threshold: float = 0.04, batch_size: int = 32, bins: int = 2048,
             categories: Sequence[str] | None = None, resolution: Any = None,
             thresholds: Mapping[str, Any] | None = None, progress: bool | None = None,
-            max_elements: int = 1 << 24) -> Dissection:
+            max_elements: int = 1 << 22) -> Dissection:
     """Dissect ``layers`` of ``model`` over a Broden dataset (module docstring; eq. 7).
 
     Args:
@@ -445,7 +445,7 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
         thresholds: ``{layer: (U,) T_k}`` to skip the quantile pass (e.g. another
             dissection's :meth:`Dissection.thresholds`).
         progress: show progress bars (default: when on a terminal).
-        max_elements: bound on ``batch * units_chunk * sh * sw`` per mask tensor (2**24).
+        max_elements: bound on ``batch * units_chunk * sh * sw`` per mask tensor (2**22).
 
     Returns:
         :class:`Dissection`.
