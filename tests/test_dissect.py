@@ -449,6 +449,18 @@ def test_corrupt_csv_rows_name_the_file_and_line(hand):
         BrodenDataset(hand.parent / "h3")
 
 
+def test_undecodable_and_unclosed_csv_rows_name_the_line(hand):
+    data = (hand / "label.csv").read_bytes().replace(b"3,cat,", b"3,c\xffat,")
+    (hand / "label.csv").write_bytes(data)
+    with pytest.raises(DatasetFormatError, match=r"label\.csv line 4: not UTF-8"):
+        BrodenDataset(hand)
+    _hand_broden(hand.parent / "q")
+    text = (hand.parent / "q" / "index.csv").read_text().replace("h/a.png,train", '"h/a.png,train')
+    (hand.parent / "q" / "index.csv").write_text(text)   # the quote swallows the next line
+    with pytest.raises(DatasetFormatError, match=r"index\.csv lines 2-3 \(an unclosed quote\?\)"):
+        BrodenDataset(hand.parent / "q")
+
+
 def test_unreadable_segmentation_png_names_the_file_and_the_index_line(hand):
     (hand / "images/h/a_part2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     ds = BrodenDataset(hand)

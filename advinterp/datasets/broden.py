@@ -276,18 +276,34 @@ def _read_csv(path: Path, required: Sequence[str], hint: str) -> tuple[list[str]
                 raise DatasetFormatError(
                     f"{path} line 1: the header {','.join(header)!r} lacks the column(s) "
                     f"{', '.join(missing)}; expected {','.join(required)}. {hint}")
+            end = reader.line_num
             for row in reader:
+                # a quoted field may span lines: report the line where the record starts
+                start, end = end + 1, reader.line_num
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
                 if len(row) != len(header):
+                    where = f"line {start}" if start == end else f"lines {start}-{end} (an unclosed quote?)"
                     raise DatasetFormatError(
-                        f"{path} line {reader.line_num}: expected {len(header)} columns "
+                        f"{path} {where}: expected {len(header)} columns "
                         f"({','.join(header)}), found {len(row)}. The row is truncated or "
                         f"malformed; fix it or {hint[0].lower() + hint[1:]}")
-                rows.append((reader.line_num, [c.strip() for c in row]))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetFormatError(f"{path}: cannot parse it as UTF-8 CSV ({e}). {hint}") from e
+                rows.append((start, [c.strip() for c in row]))
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(f"{path} line {_bad_utf8_line(path)}: not UTF-8 text ({e}). {hint}") from e
+    except csv.Error as e:
+        raise DatasetFormatError(f"{path} line {reader.line_num}: cannot parse it as CSV ({e}). {hint}") from e
     return header, rows
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """1-based line of the first byte sequence of ``path`` that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return data.count(b"\n", 0, e.start) + 1
+    return 1
 
 
 def _parse_int(text: str, path: Path, line: int, column: str, hint: str) -> int:
