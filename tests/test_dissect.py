@@ -491,6 +491,21 @@ def test_paletted_segmentation_pngs_decode_their_colours(hand):
     assert stack[1].tolist() == [[6, 0, 0, 0], [6, 0, 0, 0], [0] * 4, [0] * 4]
 
 
+def test_image_only_streaming_reads_no_segmentation(hand):
+    ds = BrodenDataset(hand)
+    (hand / "images/h/a_part2.png").unlink()           # pass 1 never opens a segmentation
+    stacks = list(ds.image_batches(1))
+    assert [s.shape for s in stacks] == [(1, 4, 4, 3), (1, 4, 4, 3)]
+    np.testing.assert_array_equal(ds.image(-1), stacks[1][0])
+    assert int(ds.image(0)[0, 0, 0]) == 255
+    with pytest.raises(DatasetFormatError, match="a_part2.png"):
+        ds[0]
+    with pytest.raises(ParameterError, match="batch_size"):
+        next(ds.image_batches(0))
+    with pytest.raises(IndexError):
+        ds.image(2)
+
+
 def test_primary_categories_follow_netdissects_coverage_rule(hand):
     # list "cat" (3) in c_part.csv too, with a larger coverage there: its primary category becomes part
     rows = (hand / "c_part.csv").read_text().splitlines() + ["3,3,cat,1,0.9"]

@@ -592,14 +592,8 @@ class BrodenDataset:
         r = self._rows[i]
         where = f"{self.root / 'index.csv'} line {r.line}"
         path = self.images_dir / r.image
-        image = _read_image_file(path, "image", where)
-        if image.shape[:2] != (r.ih, r.iw):
-            raise DatasetFormatError(
-                f"image {path} is {image.shape[0]}x{image.shape[1]} (HxW) but {where} says "
-                f"ih={r.ih}, iw={r.iw}. Fix the row or re-export / re-download the dataset.")
+        image = self._image(r)
         out_seg = self.resolution or (r.sh, r.sw)
-        if self.resolution is not None:
-            image = _resize_image(image, self.resolution)
         pixel, image_labels = {}, {}
         for cat in self.categories:
             maps = []
@@ -616,6 +610,39 @@ class BrodenDataset:
                           else np.zeros((0,) + tuple(out_seg), np.int32))
             image_labels[cat] = list(r.numbers[cat])
         return BrodenItem(image, pixel, image_labels, path, int(i), r.split)
+
+    def _image(self, r: _Row) -> np.ndarray:
+        where = f"{self.root / 'index.csv'} line {r.line}"
+        path = self.images_dir / r.image
+        image = _read_image_file(path, "image", where)
+        if image.shape[:2] != (r.ih, r.iw):
+            raise DatasetFormatError(
+                f"image {path} is {image.shape[0]}x{image.shape[1]} (HxW) but {where} says "
+                f"ih={r.ih}, iw={r.iw}. Fix the row or re-export / re-download the dataset.")
+        return image if self.resolution is None else _resize_image(image, self.resolution)
+
+    def image(self, i: int) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 image of item ``i`` alone (its segmentations are not read)."""
+        n = len(self._rows)
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"BrodenDataset indices must be integers, not {type(i).__name__}")
+        if not -n <= i < n:
+            raise IndexError(f"BrodenDataset index {i} out of range for {n} items")
+        return self._image(self._rows[int(i) % n])
+
+    def image_batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
+        """Stream only the images, in order, as ``(B, H, W, 3)`` uint8 stacks (the batches of
+        :meth:`batches` without reading any segmentation: NetDissect's feature pass)."""
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ParameterError("BrodenDataset.image_batches", "batch_size", batch_size, "a positive integer")
+        for b in range(0, len(self), int(batch_size)):
+            images = [self.image(i) for i in range(b, min(b + int(batch_size), len(self)))]
+            shapes = {im.shape for im in images}
+            if len(shapes) > 1:
+                raise ParameterError("BrodenDataset", "resolution", self.resolution,
+                                     f"a common size, because images {b}..{b + len(images) - 1} differ "
+                                     f"in size ({sorted(shapes)}); e.g. BrodenDataset(root, resolution=224)")
+            yield np.stack(images)
 
     def __iter__(self) -> Iterator[BrodenItem]:
         for i in range(len(self)):

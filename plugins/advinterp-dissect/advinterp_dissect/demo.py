@@ -42,7 +42,7 @@ def demo_dissection(out: str | Path, model: Any, seed: int = 0, n: int = 200, si
     t1 = time.perf_counter()
     log(f"dissection: {n} Broden scenes, layers {', '.join(d.layers)} ({t1 - t0:.1f}s): " + "; ".join(
         f"{r['layer']} {r['detectors']}/{r['units']} detectors" for r in d.rows()))
-    x = torch.cat([images_to_tensor(images, torch.device("cpu"), torch.float32) for images, _ in ds.batches(64)])
+    x = torch.cat([images_to_tensor(images, torch.device("cpu"), torch.float32) for images in ds.image_batches(64)])
     batch = default_attack().generate(model, x[:n_pairs])
     analysis = sensitivity_analysis(model, d, batch, n_draws=n_draws, seed=seed)
     t2 = time.perf_counter()

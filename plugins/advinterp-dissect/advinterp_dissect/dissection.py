@@ -485,7 +485,7 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
                 tol[name] = torch.zeros_like(T[name])
         else:
             sketches: dict[str, StreamingQuantile] = {}
-            for images, _ in progress_bar(ds.batches(batch_size), desc="dissection 1/2: quantiles",
+            for images in progress_bar(ds.image_batches(batch_size), desc="dissection 1/2: quantiles",
                                           total=n_batches, disable=None if progress is None else not progress):
                 acts = adapter.activations(images_to_tensor(images, dev, dtype), layers)
                 for name in layers:
