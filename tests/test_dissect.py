@@ -143,6 +143,9 @@ def test_iou_on_a_hand_built_broden_set_equals_the_hand_computation(hand, batch_
     np.testing.assert_allclose(score, [1 / 3, 1 / 16])
     assert ld.detectors(0.04).tolist() == [True, True] and ld.detectors(0.1).tolist() == [True, False]
     assert ld.detector_counts(0.04) == {"color": 0, "object": 0, "part": 1, "scene": 1}
+    cols, scores = ld.best_per_category()                       # (G, U): per category, unit 0
+    assert [ld.vocabulary.names[c] for c in cols[:, 0]] == ["red", "cat", "head", "field"]
+    np.testing.assert_allclose(scores[:, 0], [2 / 9, 2 / 9, 1 / 3, 1 / 8])
     # the per-unit loop reference (NetDissect-Lite's algorithm, gate recomputed per image) agrees
     ref = dissect_reference(model, hand, ["features"], thresholds={"features": [0.5, 0.5]})["features"]
     np.testing.assert_array_equal(ref.intersection, ld.intersection)

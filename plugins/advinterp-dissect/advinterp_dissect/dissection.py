@@ -151,9 +151,10 @@ class LayerDissection:
         """``(U,)`` ``IoU(k) = mean_c IoU(k, c)`` over the ``C`` labels of the vocabulary."""
         return self.iou().mean(1) if len(self.vocabulary) else np.zeros(self.units)
 
-    def _per_category(self) -> tuple[np.ndarray, np.ndarray]:
-        """NetDissect's ``label_pciou`` and ``score_pciou``: ``(G, U)`` best label column
-        and its IoU within each category (the category's first label when all are 0)."""
+    def best_per_category(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each unit's top concept within every category (NetDissect's ``label_pciou`` and
+        ``score_pciou``): ``(G, U)`` label columns (the category's first label when all its
+        IoUs are 0; -1 for a category without labels) and ``(G, U)`` IoUs."""
         iou = self.iou()
         G = len(self.vocabulary.categories)
         best = np.zeros((G, self.units), np.int64)
@@ -171,7 +172,7 @@ class LayerDissection:
         """Each unit's top concept, NetDissect's way: ``(label column (U,), category index
         (U,), IoU (U,))``; the category is the one with the highest per-category best IoU
         (ties: the later category)."""
-        best, score = self._per_category()
+        best, score = self.best_per_category()
         cat = score.argsort(axis=0, kind="stable")[::-1][0]
         u = np.arange(self.units)
         return best[cat, u], cat, score[cat, u]
@@ -204,7 +205,7 @@ class LayerDissection:
         """NetDissect-Lite's ``tally.csv`` rows: units (numbered from 1) by decreasing
         score, with ``unit, category, label, score`` then per category ``cat-label,
         cat-truth, cat-activation, cat-intersect, cat-iou``."""
-        best, score = self._per_category()
+        best, score = self.best_per_category()
         cats = self.vocabulary.categories
         names = self.vocabulary.names
         bestcat = score.argsort(axis=0, kind="stable")[::-1][0]

@@ -55,9 +55,8 @@ def dissect_reference(model: Any, broden: Any, layers: Sequence[str] | str | Non
     labelcat[np.arange(C), vocab.category] = 1
     dev, dtype = adapter.device, adapter.dtype
 
-    def features(i: int) -> dict[str, np.ndarray]:
-        item = ds[i]
-        x = images_to_tensor(item.image[None], dev, dtype)
+    def features(i: int, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        x = images_to_tensor((ds.image(i) if image is None else image)[None], dev, dtype)
         acts = adapter.activations(x, layers)
         return {n: _spatial(acts, n, adapter)[0].cpu().numpy() for n in layers}
 
@@ -82,7 +81,7 @@ def dissect_reference(model: Any, broden: Any, layers: Sequence[str] | str | Non
         act_size = {}
         for i in range(len(ds)):
             item = ds[i]
-            feats = features(i)
+            feats = features(i, item.image)
             stacks = [item.pixel_labels[c] for c in cats if item.pixel_labels[c].shape[0]]
             sh, sw = item.pixel_labels[cats[0]].shape[1:]
             label_size = (sh, sw)
