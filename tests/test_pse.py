@@ -170,11 +170,15 @@ def test_forward_batches_never_exceed_max_batch(max_batch):
     np.testing.assert_allclose(res.dt, ref.dt, rtol=1e-12)
 
 
-def test_reference_backend_is_forced_by_the_parameter():
-    model = linear_model()
-    x0, xa = pair(n=1)
-    res = PSEAnalyzer(size=4, backend="reference").analyze(model, batch_of(x0, xa, [0], [1]))
-    assert res.backend == "reference"
+def test_reference_backend_is_forced_by_the_parameter(synthetic_model):
+    x, y = advinterp.get_dataset("synthetic", n=2, split="test").tensors()
+    xa = (x + 0.04 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    b = batch_of(x, xa, y, (y + 2) % 12)
+    ref = PSEAnalyzer(size=8, stride=4, backend="reference", max_batch=40).analyze(synthetic_model, b)
+    auto = PSEAnalyzer(size=8, stride=4, backend="auto", max_batch=40).analyze(synthetic_model, b)
+    assert ref.backend == "reference" and auto.backend == get_ablation_backend("cpu").name
+    # the same ablated images in the same batches: the same logits, whichever backend built them
+    assert np.array_equal(ref.logit_t0, auto.logit_t0) and np.array_equal(ref.logit_t, auto.logit_t)
 
 
 # ---------------------------------------------------------------------------- errors and parameters
