@@ -27,7 +27,7 @@ torchvision ResNet-50 with random weights at 224x224 (the paper's 13x13 grids, m
 image by default, so the run stays a few minutes on two CPU cores). On synthetic-cnn the
 windows coincide with Captum's, and the run checks that Captum's attribution equals PSE's
 unfloored logit change ``Z(x')[t] - Z(x' - delta_G)[t]``. Options: ``--n 8 --n-resnet 1
---repeat 3 --threads 0 (torch's default) --no-resnet``.
+--repeat 3 --repeat-resnet 1 --threads 0 (torch's default) --no-resnet``.
 """
 import argparse
 import time
@@ -39,7 +39,7 @@ from advinterp.ablation import get_ablation_backend
 from advinterp.analyzers.pse import PSEAnalyzer, pse_grids
 from _util import print_table
 
-DEFAULTS = {"n": 8, "n_resnet": 1, "repeat": 3, "seed": 0, "threads": 0}
+DEFAULTS = {"n": 8, "n_resnet": 1, "repeat": 3, "repeat_resnet": 1, "seed": 0, "threads": 0}
 BATCH_SIZES = {"synthetic-cnn": (1, 4, 16, 32, 64, 128, 256), "torchvision:resnet50": (1, 2, 4, 8, 16)}
 
 
@@ -150,7 +150,7 @@ def bench(model_name, n, repeat, seed):
     total = n * (m + 1)
     print(f"\n{model_name}: N={n} images {size_px}x{size_px}, grids {size}x{size} stride {size}, m={m}, "
           f"{total} forwards, torch threads={torch.get_num_threads()}", flush=True)
-    rounds = repeat if model_name == "synthetic-cnn" else 1
+    rounds = repeat
     bs, limit_run = _limit(model, _all_images(x0, x_adv, boxes), BATCH_SIZES[model_name], 2 if rounds > 1 else 1)
     backend = get_ablation_backend(model.device)
     batch = advinterp.AdversarialBatch(x0=x0, x_adv=x_adv, y_true=t0, y_target=t)
@@ -205,7 +205,7 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     bench("synthetic-cnn", a.n, a.repeat, a.seed)
     if not a.no_resnet:
-        bench("torchvision:resnet50", a.n_resnet, a.repeat, a.seed)
+        bench("torchvision:resnet50", a.n_resnet, a.repeat_resnet, a.seed)
 
 
 if __name__ == "__main__":
