@@ -274,9 +274,19 @@ class Analyzer(Component):
     """
 
     kind = "analyzer"
+    #: The context keywords ``analyze`` accepts: any other keyword raises ParameterError
+    #: naming it and listing these (``()``: no context). ``None`` (default): not checked.
+    context_keys: ClassVar[tuple[str, ...] | None] = None
 
     def analyze(self, model: Any, batch: AdversarialBatch, **context: Any) -> Result:
         owner = f"{type(self).__name__}.analyze"
+        if self.context_keys is not None:
+            unknown = sorted(set(context) - set(self.context_keys))
+            if unknown:
+                accepted = ", ".join(f"{k}=" for k in self.context_keys)
+                raise ParameterError(owner, unknown[0], context[unknown[0]], "no such context keyword",
+                                     f"Accepted: {accepted}." if accepted else
+                                     f"{self.name or type(self).__name__} takes no context; set its parameters instead.")
         if not isinstance(batch, AdversarialBatch):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
                                  "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")

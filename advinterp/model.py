@@ -357,6 +357,13 @@ class ModelAdapter:
                             v.copy_(snapshot[k])
 
     # ----------------------------------------------------------------- interop
+    def as_module(self) -> nn.Module:
+        """An ``nn.Module`` taking ``(N, C, H, W)`` pixels in [0, 1] and returning this adapter's
+        logits (normalisation included), for libraries that want a plain module
+        (pytorch-grad-cam, torchcam, ...). The wrapped module is its ``net`` attribute, so a
+        layer ``"layer4"`` of the adapter is ``"net.layer4"`` there; weights are shared."""
+        return _PixelModule(self)
+
     def to_art(self, loss: nn.Module | None = None, optimizer: Any = None, **kwargs: Any):
         """An ART ``PyTorchClassifier`` over the same module (weights shared, not copied).
 
@@ -382,6 +389,18 @@ class ModelAdapter:
     def __repr__(self) -> str:
         return (f"ModelAdapter({self.name}, nb_classes={self._nb_classes}, input_shape={self.input_shape}, "
                 f"device={self.device})")
+
+
+class _PixelModule(nn.Module):
+    """See :meth:`ModelAdapter.as_module`."""
+
+    def __init__(self, adapter: ModelAdapter):
+        super().__init__()
+        self.net = adapter.module
+        self._adapter = adapter  # not a submodule: the adapter is not an nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._adapter.logits(x)
 
 
 def as_adapter(model: Any) -> ModelAdapter:

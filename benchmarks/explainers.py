@@ -19,26 +19,14 @@ maps are not the closed form (timing only); pytorch-grad-cam has no CAM.
 import argparse
 
 import torch
-from torch import nn
 
 import advinterp
 from _util import best_of, print_table
 
 
-def _wrapped(model):
-    class Wrapped(nn.Module):  # [0, 1] pixels -> logits, normalisation included
-        def __init__(self):
-            super().__init__()
-            self.net = model.module
-
-        def forward(self, x):
-            return model.logits(x)
-    return Wrapped()
-
-
 def _cases(model, x, y):
     """``[(method, library, fn)]`` on one batch."""
-    net = _wrapped(model)
+    net = model.as_module()
     cases = []
     for name in ("cam", "gradcam", "gradcampp"):
         ex = advinterp.get_explainer(name, batch_size=len(x))

@@ -185,17 +185,6 @@ def test_gradcampp_equals_closed_form_by_hand():
             np.testing.assert_allclose(out[n].double().numpy(), hand, rtol=1e-5, atol=1e-6)
 
 
-def _grad_cam_lib_model(model):
-    class Wrapped(nn.Module):  # pytorch-grad-cam needs a module taking [0, 1] pixels
-        def __init__(self):
-            super().__init__()
-            self.net = model.module
-
-        def forward(self, x):
-            return model.logits(x)
-    return Wrapped()
-
-
 def test_gradcampp_agrees_with_pytorch_grad_cam(shipped):
     pgc = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -203,7 +192,7 @@ def test_gradcampp_agrees_with_pytorch_grad_cam(shipped):
     model, x, y = shipped
     layer = model.module.layer4
     targets = [ClassifierOutputTarget(int(c)) for c in y]
-    with model.preserved(), pgc.GradCAMPlusPlus(model=_grad_cam_lib_model(model), target_layers=[layer]) as lib:
+    with model.preserved(), pgc.GradCAMPlusPlus(model=model.as_module(), target_layers=[layer]) as lib:
         final = lib(input_tensor=x, targets=targets)  # (N, 64, 64): min-max scaled, cv2-resized
         acts = [a.cpu().numpy() for a in lib.activations_and_grads.activations]
         grads = [g.cpu().numpy() for g in lib.activations_and_grads.gradients]
@@ -228,7 +217,7 @@ def test_gradcampp_agrees_with_pytorch_grad_cam(shipped):
 def test_gradcam_agrees_with_torchcam(shipped):
     tc = pytest.importorskip("torchcam.methods")
     model, x, y = shipped
-    net = _grad_cam_lib_model(model)
+    net = model.as_module()
     with model.preserved():
         with tc.GradCAM(net, target_layer="net.layer4", input_shape=(3, 64, 64)) as ext:
             scores = net(x)

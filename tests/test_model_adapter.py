@@ -173,3 +173,15 @@ def test_art_clip_values_must_be_unit_range():
 def test_bad_model_type():
     with pytest.raises(ParameterError, match="nn.Module"):
         ModelAdapter("resnet50")
+
+
+def test_as_module_takes_pixels_and_shares_weights():
+    from advinterp.testing import toy_model
+
+    ad = toy_model()
+    mod = ad.as_module()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mod(x), ad.logits(x))
+    # normalisation is inside: the raw module on raw pixels gives different logits
+    assert not torch.allclose(ad.module(x), ad.logits(x))
+    assert mod.net is ad.module and dict(mod.named_modules())["net.features.conv2"] is ad.layer("features.conv2")

@@ -372,3 +372,14 @@ def test_pse_figures_render_and_colour_the_categories(tmp_path):
         plot_psr_overlay(res, np.zeros((3, 3)))
     with pytest.raises(ParameterError, match="index"):
         plot_pse_sensitivity(res, 5)
+
+
+def test_analyzers_reject_unknown_context_keywords():
+    from advinterp.testing import toy_batch, toy_model
+
+    model = toy_model()
+    batch = toy_batch(model)
+    with pytest.raises(ParameterError, match=r"bogus.*takes no context"):
+        advinterp.get_analyzer("pse").analyze(model, batch, bogus=1)
+    with pytest.raises(ParameterError, match=r"bogus.*Accepted: explainer=, maps="):
+        advinterp.get_analyzer("is").analyze(model, batch, bogus=1)

@@ -198,6 +198,7 @@ class InterpretabilityScoreAnalyzer(Analyzer):
     """
 
     name = "is"
+    context_keys = ("explainer", "maps")
     params = {
         "explainer": Param(
             "cam", lambda v: isinstance(v, str) and bool(v), "a registered explainer name",
@@ -227,10 +228,6 @@ class InterpretabilityScoreAnalyzer(Analyzer):
 
     def _analyze(self, model, batch, **context):
         owner = f"{type(self).__name__}.analyze"
-        unknown = sorted(set(context) - {"explainer", "maps"})
-        if unknown:
-            raise ParameterError(owner, unknown[0], context[unknown[0]], "no such context keyword",
-                                 "Accepted: explainer=, maps=.")
         n, _, h, w = batch.x0.shape
         maps = context.get("maps")
         method = ""

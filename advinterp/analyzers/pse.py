@@ -483,6 +483,7 @@ class PSEAnalyzer(Analyzer):
     """
 
     name = "pse"
+    context_keys = ()
     params = {
         "size": Param.integer(None, low=1, allow_none=True,
                               doc="grid window side (None: 13/224 of the image side, at least 2)"),
@@ -513,10 +514,6 @@ class PSEAnalyzer(Analyzer):
 
     def _analyze(self, model, batch, **context):
         owner = f"{type(self).__name__}.analyze"
-        if context:
-            name = sorted(context)[0]
-            raise ParameterError(owner, name, context[name], "no such context keyword",
-                                 "pse takes no context; set its parameters instead.")
         n, _, h, w = batch.x0.shape
         boxes = pse_grids(h, w, self.size, self.stride, self.cover, owner=owner)
         size = int(boxes[0, 2] - boxes[0, 0])

@@ -207,6 +207,7 @@ class UnitSensitivityAnalyzer(Analyzer):
     """
 
     name = "unit_sensitivity"
+    context_keys = ("dissection", "broden")
     params = {
         "layers": Param(None, lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
                                                       and all(isinstance(s, str) and s for s in v)),
@@ -236,10 +237,6 @@ class UnitSensitivityAnalyzer(Analyzer):
 
     def _analyze(self, model, batch, **context):
         owner = f"{type(self).__name__}.analyze"
-        unknown = sorted(set(context) - {"dissection", "broden"})
-        if unknown:
-            raise ParameterError(owner, unknown[0], context[unknown[0]], "no such context keyword",
-                                 "Accepted: dissection=, broden=.")
         d = context.get("dissection")
         if d is None:
             params = dict(self.dissection_params or {})

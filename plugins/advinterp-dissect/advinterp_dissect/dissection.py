@@ -585,6 +585,7 @@ class DissectionAnalyzer(Analyzer):
     """
 
     name = "dissection"
+    context_keys = ("broden",)
     params = {
         "broden": Param(None, lambda v: v is None or (isinstance(v, (str, Path)) and str(v) != ""),
                         "None (the embedded world) or the path of a Broden folder", invalid=(3, "")),
@@ -623,8 +624,4 @@ class DissectionAnalyzer(Analyzer):
                                                f"{self.synthetic_size}px, export_broden)")
 
     def _analyze(self, model, batch, **context):
-        unknown = sorted(set(context) - {"broden"})
-        if unknown:
-            raise ParameterError(f"{type(self).__name__}.analyze", unknown[0], context[unknown[0]],
-                                 "no such context keyword", "Accepted: broden=.")
         return self.run(model, context.get("broden"))
