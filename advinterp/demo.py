@@ -170,8 +170,7 @@ def step_explanations(ctx: DemoContext) -> Section:
     from .viz import plot_cam_overlays, plot_is_table, save_figure
 
     title = "Explaining adversarial examples with CAMs (Fig. 3, Table 2 view)"
-    known = {i.name for i in get_registry().list("explainer")}
-    names = [e for e in DEMO_EXPLAINERS if e in known]
+    names = [e for e in DEMO_EXPLAINERS if get_registry().has("explainer", e)]
     try:  # the demo is core code: the captum plugin is optional
         from advinterp_captum.pairs import explain_pair
     except ImportError:
@@ -239,7 +238,7 @@ def step_pse(ctx: DemoContext) -> Section:
     k = DEMO_PSE_IMAGES
     analyzer = get_analyzer("pse")
     # the CAM F(x', t) under the PSR overlay comes from the optional advinterp-captum plugin
-    cam = get_explainer("cam") if "cam" in {i.name for i in get_registry().list("explainer")} else None
+    cam = get_explainer("cam") if get_registry().has("explainer", "cam") else None
     results, figures = {}, []
     for attack, batch in ctx.attack_batches.items():
         t0 = time.perf_counter()
@@ -264,7 +263,6 @@ def step_pse(ctx: DemoContext) -> Section:
     rows = table1(list(results.values()))
     (ctx.out / "table1.txt").write_text(table1_text(list(results.values())) + "\n")
     tables = [("Correlation of d0, dt, s with ||delta_G||_2, averaged over images (Table 1 view)", rows)]
-    ref_rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     supports = ("S1", "S2") if cam is not None else ("S1",)
     clean = ctx.attack_batches[shown][:k]

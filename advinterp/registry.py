@@ -120,6 +120,11 @@ class Registry:
     def unavailable(self) -> dict[str, str]:
         return {s.name: s.error or "" for s in self._statuses if not s.loaded}
 
+    def has(self, kind: str, name: str) -> bool:
+        """Whether a component ``name`` of ``kind`` is registered (e.g. an optional plugin's)."""
+        self.list(kind)  # validates kind
+        return name in self._items[kind]
+
     def info(self, kind: str, name: str) -> ComponentInfo:
         if kind not in KINDS:
             raise ParameterError("advinterp registry", "kind", kind, f"one of {', '.join(KINDS)}")

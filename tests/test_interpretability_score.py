@@ -22,7 +22,7 @@ class MeanExplainer(Explainer):
 
 
 def _registered(name):
-    return name in {i.name for i in advinterp.get_registry().list("explainer")}
+    return advinterp.get_registry().has("explainer", name)
 
 
 # ------------------------------------------------------------------------ the pure function

@@ -125,6 +125,10 @@ def test_unknown_component_lists_close_matches():
         advinterp.get_model("synthetic-cnm")
     with pytest.raises(ParameterError, match="kind"):
         advinterp.list_components("attacks")
+    reg = advinterp.get_registry()
+    assert reg.has("attack", "pgd") and not reg.has("attack", "pdg") and not reg.has("model", "pgd")
+    with pytest.raises(ParameterError, match="kind"):
+        reg.has("attacks", "pgd")
 
 
 class _Raises:
