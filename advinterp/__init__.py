@@ -16,20 +16,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .components import Analyzer, Attack, Component, Explainer
-from .data import AdversarialBatch, Attribution, random_targets
+from .components import Analyzer, Attack, Component, Explainer, Probe
+from .data import AdversarialBatch, Attribution, PairMaps, random_targets
 from .exceptions import (AdvinterpError, DuplicateComponentError, IncompatibleModelError, MissingDependencyError,
                          ParameterError, UnknownComponentError)
 from .hookspecs import hookimpl, hookspec
 from .model import ModelAdapter, model_fingerprint
 from .params import Param
-from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get_model, get_registry,
-                       list_components, list_plugins, register_plugin_object, reload_plugins)
+from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get_model, get_probe, get_registry,
+                       get_support, list_components, list_plugins, register_plugin_object, reload_plugins)
 from .results import Result
 
 __all__ = [
-    "__version__", "Analyzer", "Attack", "Component", "Explainer", "AdversarialBatch", "Attribution",
-    "random_targets", "AdvinterpError", "DuplicateComponentError", "IncompatibleModelError",
+    "__version__", "Analyzer", "Attack", "Component", "Explainer", "Probe", "get_probe", "get_support",
+    "AdversarialBatch", "Attribution",
+    "PairMaps", "random_targets", "AdvinterpError", "DuplicateComponentError", "IncompatibleModelError",
     "MissingDependencyError", "ParameterError", "UnknownComponentError", "hookimpl", "hookspec", "ModelAdapter",
     "model_fingerprint", "Param", "get_analyzer", "get_attack", "get_dataset", "get_explainer", "get_model",
     "get_registry", "list_components", "list_plugins", "register_plugin_object", "reload_plugins", "Result",

@@ -15,8 +15,7 @@ import torch
 
 from .exceptions import ParameterError
 
-__all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "get_ablation_backend",
-           "grid_scores_to_map"]
+__all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "grid_scores_to_map"]
 
 
 def grid_boxes(height: int, width: int, size: int | tuple[int, int], stride: int | tuple[int, int],
@@ -82,13 +81,6 @@ class ReferenceGridAblation:
         for j, (y0, x0_, y1, x1) in enumerate(boxes[start:start + count].tolist()):
             out[:, j, :, y0:y1, x0_:x1] = x0[:, :, y0:y1, x0_:x1]
         return out
-
-
-def get_ablation_backend(device: torch.device | str = "cpu") -> GridAblationBackend:
-    """The backend the plugins choose for ``device`` (firstresult hook)."""
-    from .registry import get_registry
-
-    return get_registry().pm.hook.advinterp_grid_ablation_backend(device=torch.device(device))
 
 
 def grid_scores_to_map(scores: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

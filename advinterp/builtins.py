@@ -33,17 +33,36 @@ def advinterp_register_analyzers(register):
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
     from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
     from .analyzers.pse import PSEAnalyzer
+    from .analyzers.refine import RefineAnalyzer
 
     register(ActivationDistance)
     register(AttackMetricsAnalyzer)
     register(InterpretabilityScoreAnalyzer)
     register(PSEAnalyzer)
+    register(RefineAnalyzer)
+
+
+@hookimpl
+def advinterp_register_supports(register):
+    from .analyzers.refine import s1, s2
+
+    register(s1, "S1")
+    register(s2, "S2")
+
+
+@hookimpl
+def advinterp_register_probes(register):
+    from .probes.accuracy import AccuracyProbe
+
+    register(AccuracyProbe)
 
 
 @hookimpl
 def advinterp_register_datasets(register):
     register(synthetic_dataset, "synthetic")
+    register(synthetic_broden_dataset, "synthetic-broden")
     register(imagenet_folder_dataset, "imagenet-folder")
+    register(pairs_folder_dataset, "pairs-folder")
 
 
 @hookimpl
@@ -65,12 +84,40 @@ def advinterp_grid_ablation_backend(device):
     return ReferenceGridAblation()
 
 
+@hookimpl(trylast=True)
+def advinterp_report_section(group, run):
+    from .sections import builtin_section
+
+    return builtin_section(group, run)
+
+
+@hookimpl(trylast=True)
+def advinterp_study_executor(engine):
+    from .executor import LocalExecutor
+
+    return LocalExecutor() if engine == "local" else None
+
+
 # ---------------------------------------------------------------------------- factories
 def synthetic_dataset(n: int = 1000, split: str = "test", size: int = 64, seed: int = 0):
     """The embedded synthetic world (12 classes, 64x64 scenes; split train/val/test)."""
     from .datasets.synthetic import SyntheticDataset
 
     return SyntheticDataset(n=n, split=split, size=size, seed=seed)
+
+
+def synthetic_broden_dataset(n: int = 200, split: str = "val", size: int = 64, seed: int = 0):
+    """The embedded world exported in Broden format (NetDissect's layout) to a temporary folder."""
+    from .datasets.broden import synthetic_broden
+
+    return synthetic_broden(n=n, split=split, size=size, seed=seed)
+
+
+def pairs_folder_dataset(root: str, size: int = 224):
+    """Clean/adversarial pairs: ``root/clean/<class>/<img>`` and ``root/adversarial/<class>/<img>``."""
+    from .datasets.pairs import PairsFolder
+
+    return PairsFolder(root, size=size)
 
 
 def imagenet_folder_dataset(root: str, size: int = 224):

@@ -1,15 +1,20 @@
-"""The ``advinterp`` command: ``advinterp list`` and ``advinterp demo``."""
+"""The ``advinterp`` command: ``list``, ``run STUDY.toml``, ``report RUN_DIR`` and ``demo``."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "DEMO_STUDY"]
+
+#: The shipped default study that ``advinterp demo`` runs.
+DEMO_STUDY = Path(__file__).with_name("studies") / "demo.toml"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .registry import KINDS, list_components, list_plugins
+    from .kinds import KINDS
+    from .registry import list_components, list_plugins
 
     plugins = list_plugins()
     print("plugins:")
@@ -21,10 +26,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"  {'':<{w}}  reason: {p.error}")
             if p.hint:
                 print(f"  {'':<{w}}  fix:    {p.hint}")
-    kinds = [args.kind] if args.kind else list(KINDS)
+    kinds = [k for k in KINDS if not args.kind or k.name == args.kind]
     for kind in kinds:
-        items = list_components(kind)
-        print(f"\n{kind}s ({len(items)}):")
+        items = list_components(kind.name)
+        print(f"\n{kind.plural} ({len(items)}): {kind.doc}")
         if not items:
             print("  (none)")
         wn = max([len(i.name) for i in items] + [4])
@@ -33,27 +38,101 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _vars(pairs: Sequence[str]) -> dict:
+    from .exceptions import ParameterError
+    from .study.spec import parse_value
 
-    run_demo(out=args.out, n=args.n, n_attack=args.n_attack, seed=args.seed)
+    out = {}
+    for item in pairs or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError("advinterp run", "--set", item, "NAME=VALUE (e.g. --set n=48)")
+        out[name.strip()] = parse_value(value.strip())
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .study import Study
+
+    if args.resume:
+        out = Path(args.resume)
+        study_file = out / "study.toml"
+        if args.study is not None:
+            study_file = Path(args.study)
+        if not study_file.is_file():
+            from .exceptions import AdvinterpError
+
+            raise AdvinterpError(f"--resume {out}: no study.toml there; pass the study file too.")
+    else:
+        if args.study is None:
+            from .exceptions import ParameterError
+
+            raise ParameterError("advinterp run", "STUDY", None, "a study file (or --resume RUN_DIR)")
+        study_file, out = Path(args.study), args.out
+    study = Study.from_file(study_file, _vars(args.set))
+    if args.check:
+        study.check()
+        print(f"{study_file}: OK ({len(study.steps)} steps: {', '.join(s.id for s in study.steps)})")
+        return 0
+    study.run(out, engine=args.engine)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .study.report import report_from_folder
+
+    print(report_from_folder(args.run_dir))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .study import Study
+
+    if args.print_study:
+        print(DEMO_STUDY.read_text(), end="")
+        return 0
+    vars = {"n": args.n, "n_attack": min(args.n_attack, args.n), "seed": args.seed}
+    vars["n_targeted"] = min(32, vars["n_attack"])
+    vars["n_dissect"] = min(200, args.n)
+    vars["n_pairs"] = min(64, vars["n_dissect"])
+    Study.from_file(DEMO_STUDY, vars).run(args.out, engine=args.engine)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .kinds import KIND_NAMES
 
     p = argparse.ArgumentParser(prog="advinterp", description="Interpret adversarial examples.")
     p.add_argument("--version", action="version", version=f"advinterp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     pl = sub.add_parser("list", help="plugins (loaded / unavailable and why) and components by kind")
-    pl.add_argument("kind", nargs="?", choices=["attack", "explainer", "analyzer", "dataset", "model"])
+    pl.add_argument("kind", nargs="?", choices=list(KIND_NAMES))
     pl.set_defaults(func=_cmd_list)
-    pd = sub.add_parser("demo", help="run the main job on the embedded world and shipped models")
-    pd.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
+
+    pr = sub.add_parser("run", help="run a study file into a (resumable) run folder with a report")
+    pr.add_argument("study", nargs="?", help="the study file (TOML); see docs/studies.md")
+    pr.add_argument("--out", default=None, help="run folder (default runs/<title>-<time>); results already "
+                                                "there are reused")
+    pr.add_argument("--resume", metavar="RUN_DIR", default=None,
+                    help="continue the run in RUN_DIR (its study.toml unless a study file is given)")
+    pr.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                    help="override a [vars] entry (or seed, shard_size); repeatable")
+    pr.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")
+    pr.add_argument("--check", action="store_true", help="check the study (names, params, files, models) and stop")
+    pr.set_defaults(func=_cmd_run)
+
+    prep = sub.add_parser("report", help="rebuild index.html and summary.json of a run folder from its results")
+    prep.add_argument("run_dir")
+    prep.set_defaults(func=_cmd_report)
+
+    pd = sub.add_parser("demo", help="run the shipped default study on the embedded world and models")
+    pd.add_argument("--out", default=None, help="run directory (default runs/advinterp_demo-<time>)")
     pd.add_argument("--n", type=int, default=1000, help="test scenes (default 1000)")
-    pd.add_argument("--n-attack", type=int, default=200, help="scenes attacked (default 200)")
+    pd.add_argument("--n-attack", type=int, default=200, help="scenes attacked with PGD per model (default 200)")
     pd.add_argument("--seed", type=int, default=0)
+    pd.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")
+    pd.add_argument("--print-study", action="store_true", help="print the demo's study file and exit")
     pd.set_defaults(func=_cmd_demo)
     return p
 

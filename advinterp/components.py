@@ -12,7 +12,7 @@ that validates inputs, adapts the model (``nn.Module`` or ART estimator ->
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ from .model import ModelAdapter, as_adapter
 from .params import Param, validate
 from .results import Result
 
-__all__ = ["Component", "Attack", "Explainer", "Analyzer", "check_images", "check_labels", "check_mask"]
+__all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_labels", "check_mask"]
 
 
 class Component:
@@ -166,6 +166,9 @@ class Attack(Component):
     kind = "attack"
     #: True for attacks whose optimisation can be restricted to a support mask (eq. 11).
     supports_mask: ClassVar[bool] = False
+    #: True when each image is attacked independently of the others, so a study may cut the
+    #: images into shards (False for universal perturbations, which need the whole set).
+    shardable: ClassVar[bool] = True
 
     def generate(self, model: Any, x: Any, y: Any = None, target: Any = None,
                  mask: Any = None) -> AdversarialBatch:
@@ -243,26 +246,146 @@ class Explainer(Component):
 
     Subclasses implement ``_explain(model, x, target) -> (maps_at_layer, layer_name)``
     returning ``(N, h, w)``; the base class upsamples them to the input (bilinear).
+    Explainers that can share passes between several target classes of the same images
+    (one forward for CAM, say) also override ``_explain_many``; :meth:`explain`,
+    :meth:`explain_many` and :meth:`explain_pair` all go through it.
     """
 
     kind = "explainer"
 
     def explain(self, model: Any, x: Any, target: Any) -> Attribution:
-        """Maps of ``x`` for class ``target`` (``(N,)`` tensor or an int for all images)."""
-        owner = f"{type(self).__name__}.explain"
+        """Maps of ``x`` for class ``target``.
+
+        Args:
+            model: :class:`ModelAdapter`, ``nn.Module`` or ART PyTorch classifier.
+            x: ``(N, C, H, W)`` pixels in [0, 1] (tensor or numpy array).
+            target: ``(N,)`` class per image, or an int for all images.
+
+        Returns:
+            :class:`Attribution` with ``maps`` ``(N, H, W)`` (bilinear upsampling of
+            ``layer_maps`` ``(N, h, w)``) on ``x``'s device and dtype.
+        """
+        return self._explain_checked(f"{type(self).__name__}.explain", model, x, [target], ("target",))[0]
+
+    def explain_many(self, model: Any, x: Any, targets: Any) -> list[Attribution]:
+        """Maps of the same images ``x`` for several target vectors, sharing passes where
+        the explainer can (``_explain_many``); equal to ``[explain(model, x, t) for t in targets]``.
+
+        Args:
+            model: :class:`ModelAdapter`, ``nn.Module`` or ART PyTorch classifier.
+            x: ``(N, C, H, W)`` pixels in [0, 1] (tensor or numpy array).
+            targets: a list or tuple of ``K`` target vectors, each ``(N,)`` or an int.
+
+        Returns:
+            ``K`` :class:`Attribution`\\ s, one per target vector, in order (``[]`` for ``K = 0``).
+        """
+        owner = f"{type(self).__name__}.explain_many"
+        if not isinstance(targets, (list, tuple)):
+            raise ParameterError(owner, "targets", targets, "a list or tuple of target vectors, each (N,) or an int",
+                                 "For one target vector use explain(model, x, target).")
+        return self._explain_checked(owner, model, x, targets, tuple(f"targets[{i}]" for i in range(len(targets))))
+
+    def explain_pair(self, model: Any, batch: AdversarialBatch, normalize: bool = True) -> "PairMaps":
+        """F(x0, t0), F(x', t0), F(x0, t), F(x', t) of an adversarial batch (Fig. 3 of the PSE paper).
+
+        One ``_explain_many`` call on the stacked ``[x0; x']`` (``2N`` images) with the two
+        target vectors ``[t0; t0]`` and ``[t; t]``, so an explainer that shares passes
+        between classes shares them here (the Captum CAM: one forward in all).
+
+        Args:
+            model: :class:`ModelAdapter`, ``nn.Module`` or ART PyTorch classifier.
+            batch: the :class:`AdversarialBatch`; ``t0 = batch.y_true``, ``t = batch.target``
+                (the attack's target, or the adversarial prediction of an untargeted attack).
+            normalize: (default True) divide the four maps of each image by their common
+                maximum of ``|map|`` at input resolution, so the largest value over the four is
+                1 (for non-negative maps; all-zero images are left at 0).
+
+        Returns:
+            :class:`PairMaps`: four ``(N, H, W)`` maps, ``layer_maps`` ``{key: (N, h, w)}``,
+            ``scale`` ``(N,)`` (the divisor; ones when not normalised), on ``batch.x0``'s
+            device and dtype.
+        """
+        from .data import PairMaps
+
+        owner = f"{type(self).__name__}.explain_pair"
+        if not isinstance(batch, AdversarialBatch):
+            raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
+                                 "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")
+        adapter = as_adapter(model)
+        x0 = check_images(owner, batch.x0, "batch.x0")
+        xa = check_images(owner, batch.x_adv, "batch.x_adv")
+        n = len(x0)
+        t0 = check_labels(owner, batch.y_true, n, adapter.nb_classes, "batch.y_true")
+        t = check_labels(owner, batch.target, n, adapter.nb_classes, "batch.target")
+        x = torch.cat([x0, xa])
+        (lm_t0, lm_t), layer = self._layer_maps(adapter, x, [torch.cat([t0, t0]), torch.cat([t, t])])
+        layer_maps, maps = {}, {}
+        for key, lm, half in (("x0_t0", lm_t0, slice(0, n)), ("xadv_t0", lm_t0, slice(n, None)),
+                              ("x0_t", lm_t, slice(0, n)), ("xadv_t", lm_t, slice(n, None))):
+            maps[key], layer_maps[key] = self._upsample(lm[half], x0)
+        scale = torch.ones(n, device=x0.device, dtype=x0.dtype)
+        if normalize and n:
+            peak = torch.stack([m.abs().flatten(1).amax(1) for m in maps.values()]).amax(0)
+            scale = torch.where(peak > 0, peak, torch.ones_like(peak))
+            maps = {k: v / scale[:, None, None] for k, v in maps.items()}
+            layer_maps = {k: v / scale[:, None, None] for k, v in layer_maps.items()}
+        return PairMaps(**maps, layer_maps=layer_maps, scale=scale, t0=t0.to(x0.device), t=t.to(x0.device),
+                        method=self._method(), layer=layer, normalized=bool(normalize))
+
+    # ------------------------------------------------------------------ shared internals
+    def _method(self) -> str:
+        return self.name or type(self).__name__
+
+    def _explain_checked(self, owner: str, model: Any, x: Any, targets: Any, names: tuple[str, ...]
+                         ) -> list[Attribution]:
+        """Validate ``x`` and each target vector (``names`` in the errors), explain, upsample."""
         adapter = as_adapter(model)
         x_in = check_images(owner, x)
+        ts = [check_labels(owner, t, len(x_in), adapter.nb_classes, name) for t, name in zip(targets, names)]
+        if not ts:
+            return []
+        layer_maps, layer = self._layer_maps(adapter, x_in, ts)
+        out = []
+        for lm, t in zip(layer_maps, ts):
+            maps, lm = self._upsample(lm, x_in)
+            out.append(Attribution(maps=maps, layer_maps=lm, target=t.to(x_in.device), method=self._method(),
+                                   layer=layer))
+        return out
+
+    def _layer_maps(self, adapter: ModelAdapter, x: torch.Tensor, targets: list[torch.Tensor]
+                    ) -> tuple[list[torch.Tensor], str]:
+        """``_explain_many`` on validated ``x`` / targets, on the model's device, under
+        ``adapter.preserved(freeze=True)``; the maps come back detached."""
         with adapter.preserved(freeze=True):
-            xm = x_in.to(adapter.device, adapter.dtype)
-            t = check_labels(owner, target, len(xm), adapter.nb_classes, "target").to(adapter.device)
-            layer_maps, layer = self._explain(adapter, xm, t)
-        layer_maps = layer_maps.detach()
-        maps = torch.nn.functional.interpolate(layer_maps[:, None], size=tuple(x_in.shape[-2:]),
+            xm = x.to(adapter.device, adapter.dtype)
+            layer_maps, layer = self._explain_many(adapter, xm, [t.to(adapter.device) for t in targets])
+        return [m.detach() for m in layer_maps], layer
+
+    @staticmethod
+    def _upsample(layer_maps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(maps (N, H, W), layer_maps (N, h, w))`` on ``like``'s device and dtype, ``maps``
+        the bilinear upsampling (``align_corners=False``) of ``layer_maps`` to ``like``'s size."""
+        maps = torch.nn.functional.interpolate(layer_maps[:, None], size=tuple(like.shape[-2:]),
                                                mode="bilinear", align_corners=False)[:, 0]
-        return Attribution(maps=maps.to(x_in.device, x_in.dtype), layer_maps=layer_maps.to(x_in.device, x_in.dtype),
-                           target=t.to(x_in.device), method=self.name or type(self).__name__, layer=layer)
+        return maps.to(like.device, like.dtype), layer_maps.to(like.device, like.dtype)
+
+    # ------------------------------------------------------------------ to implement
+    def _explain_many(self, model: ModelAdapter, x: torch.Tensor, targets: list[torch.Tensor]
+                      ) -> tuple[list[torch.Tensor], str]:
+        """Layer maps of ``x`` for each target vector: ``([(N, h, w)] * len(targets), layer_name)``.
+
+        ``x`` is validated and on the model's device; each target is an ``(N,)`` int64 tensor
+        there; called under ``model.preserved(freeze=True)``. Default: ``_explain`` once per
+        target vector. Override to share passes between the targets.
+        """
+        maps, layer = [], ""
+        for t in targets:
+            m, layer = self._explain(model, x, t)
+            maps.append(m)
+        return maps, layer
 
     def _explain(self, model: ModelAdapter, x: torch.Tensor, target: torch.Tensor):  # pragma: no cover
+        """``(maps (N, h, w), layer_name)`` of ``x`` for the ``(N,)`` classes ``target``."""
         raise NotImplementedError
 
 
@@ -277,16 +400,15 @@ class Analyzer(Component):
     #: The context keywords ``analyze`` accepts: any other keyword raises ParameterError
     #: naming it and listing these (``()``: no context). ``None`` (default): not checked.
     context_keys: ClassVar[tuple[str, ...] | None] = None
+    #: True when the result of a batch is the image-wise merge of the results of its parts
+    #: (its result type declares ``per_image``): a study may then cut the batch into shards.
+    shardable: ClassVar[bool] = False
+    #: Context keywords holding one entry per image of the batch (sliced with the shard).
+    per_image_context: ClassVar[tuple[str, ...]] = ()
 
     def analyze(self, model: Any, batch: AdversarialBatch, **context: Any) -> Result:
         owner = f"{type(self).__name__}.analyze"
-        if self.context_keys is not None:
-            unknown = sorted(set(context) - set(self.context_keys))
-            if unknown:
-                accepted = ", ".join(f"{k}=" for k in self.context_keys)
-                raise ParameterError(owner, unknown[0], context[unknown[0]], "no such context keyword",
-                                     f"Accepted: {accepted}." if accepted else
-                                     f"{self.name or type(self).__name__} takes no context; set its parameters instead.")
+        _check_context(self, owner, context)
         if not isinstance(batch, AdversarialBatch):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
                                  "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")
@@ -298,3 +420,177 @@ class Analyzer(Component):
 
     def _analyze(self, model: ModelAdapter, batch: AdversarialBatch, **context: Any) -> Result:  # pragma: no cover
         raise NotImplementedError
+
+
+def _check_context(component: Component, owner: str, context: Mapping[str, Any]) -> None:
+    """Refuse context keywords outside ``component.context_keys`` (``None``: not checked)."""
+    keys = getattr(component, "context_keys", None)
+    if keys is None:
+        return
+    unknown = sorted(set(context) - set(keys))
+    if unknown:
+        accepted = ", ".join(f"{k}=" for k in keys)
+        raise ParameterError(owner, unknown[0], context[unknown[0]], "no such context keyword",
+                             f"Accepted: {accepted}." if accepted else
+                             f"{component.name or type(component).__name__} takes no context; set its parameters "
+                             "instead.")
+
+
+class Probe(Component):
+    """A model-level analysis over a dataset: ``run(model, data, **context) -> Result``.
+
+    Probes characterise the model itself on (clean) data -- accuracy, network dissection --
+    where analyzers look at an :class:`AdversarialBatch`. ``data`` is a map-style dataset
+    whose items are ``(x, y)`` (``x`` a ``(C, H, W)`` float tensor in [0, 1]; ``y`` may be
+    ``None``), or ``None`` for probes that bring their own data (e.g. dissection's Broden
+    folder parameter).
+
+    Implement either ``_run(model, data, **context)`` (one pass, one piece), or the sharded
+    protocol, which lets a study save partial results and resume, and an engine run shards
+    in parallel; ``run`` then goes through the same protocol in process::
+
+        shardable = True
+        passes = 1                                   # passes over the data
+        def _start(self, model, data, **context):    # -> state before pass 0 (any picklable)
+        def _partial(self, model, data, indices, state, step, **context) -> Result
+        def _merge(self, partials, state, step, **context):   # -> state after pass `step`
+        def _finish(self, model, state, **context) -> Result
+
+    ``_partial`` sees only the items ``indices`` (a list of ints) of pass ``step`` and must
+    return a :class:`~advinterp.results.Result` (it is saved to disk); ``_merge`` combines
+    the partials of one pass *exactly*, in index order, whatever the shard boundaries.
+    """
+
+    kind = "probe"
+    #: Context keywords ``run`` accepts (``None``: not checked; see :class:`Analyzer`).
+    context_keys: ClassVar[tuple[str, ...] | None] = None
+    #: Whether the probe implements the sharded protocol.
+    shardable: ClassVar[bool] = False
+    #: Passes over the data (sharded protocol).
+    passes: ClassVar[int] = 1
+    #: Whether ``run`` needs ``data`` (``False``: the probe brings its own, e.g. a Broden path).
+    needs_data: ClassVar[bool] = True
+
+    def run(self, model: Any, data: Any = None, *, shard_size: int | None = None, **context: Any) -> Result:
+        """Run the probe on ``model`` over ``data``.
+
+        Args:
+            model: :class:`ModelAdapter`, ``nn.Module`` or ART PyTorch classifier.
+            data: a map-style dataset of ``(x, y)`` items, an ``(x, y)`` pair of tensors, or
+                ``None`` for probes with ``needs_data = False``.
+            shard_size: items per shard for sharded probes (``None``: all at once).
+            **context: the probe's context keywords (``context_keys``).
+        """
+        owner = f"{type(self).__name__}.run"
+        _check_context(self, owner, context)
+        if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int)
+                                       or shard_size < 1):
+            raise ParameterError(owner, "shard_size", shard_size, "a positive integer or None")
+        data = as_dataset(owner, data, required=self.needs_data)
+        adapter = as_adapter(model)
+        with adapter.preserved(freeze=True):
+            if not self.shardable:
+                return self._run(adapter, data, **context)
+            n = len(data) if data is not None else 0
+            size = max(1, n) if shard_size is None else int(shard_size)
+            shards = [list(range(i, min(n, i + size))) for i in range(0, n, size)] or [[]]
+            state = self._start(adapter, data, **context)
+            for step in range(self.passes):
+                parts = [self._partial(adapter, data, idx, state, step, **context) for idx in shards]
+                state = self._merge(parts, state, step, **context)
+            return self._finish(adapter, state, **context)
+
+    def _run(self, model: ModelAdapter, data: Any, **context: Any) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _start(self, model: ModelAdapter, data: Any, **context: Any) -> Any:
+        return None
+
+    def _partial(self, model: ModelAdapter, data: Any, indices: list[int], state: Any, step: int,
+                 **context: Any) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _merge(self, partials: list[Result], state: Any, step: int, **context: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _finish(self, model: ModelAdapter, state: Any, **context: Any) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _TensorPairDataset:
+    """``(x, y)`` tensors as a map-style dataset (``y`` may be ``None``)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], (None if self.y is None else int(self.y[i]))
+
+
+def as_dataset(owner: str, data: Any, required: bool = True) -> Any:
+    """``data`` as a map-style dataset of ``(x, y)`` items: datasets pass through, an
+    ``(x, y)`` tensor pair (or ``x`` alone) is wrapped after :func:`check_images`."""
+    if data is None:
+        if required:
+            raise ParameterError(owner, "data", None, "a dataset of (x, y) items or an (x, y) pair of tensors")
+        return None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        x = check_images(owner, data[0], "data[0]")
+        y = None if data[1] is None else check_labels(owner, data[1], len(x), None, "data[1]")
+        return _TensorPairDataset(x, y)
+    if isinstance(data, torch.Tensor):
+        return _TensorPairDataset(check_images(owner, data, "data"), None)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise ParameterError(owner, "data", data, "a map-style dataset (len and [i]) of (x, y) items or an (x, y) pair")
+    return data
+
+
+def load_items(data: Any, indices: Sequence[int], owner: str = "load_items") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack items ``indices`` of a dataset: ``(x (n, C, H, W), y (n,) or None)``.
+
+    Uses the dataset's ``tensors()`` (all items at once, e.g. the synthetic world) when it
+    has one; else ``data.image(i)`` when the dataset offers image-only access (a Broden
+    dataset: ``(H, W, 3)`` uint8, no labels); else ``data[i]`` item by item.
+    """
+    idx = [int(i) for i in indices]
+    if isinstance(data, _TensorPairDataset):
+        return data.x[idx], (None if data.y is None else data.y[idx])
+    if callable(getattr(data, "tensors", None)):
+        x_all, y_all = data.tensors()
+        return x_all[idx], (None if y_all is None else torch.as_tensor(y_all)[idx])
+    if callable(getattr(data, "image", None)):
+        imgs = [torch.as_tensor(data.image(i)) for i in idx]
+        if not imgs:
+            return torch.zeros(0), None
+        x = torch.stack(imgs)
+        if x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] in (1, 3):
+            x = x.permute(0, 3, 1, 2).float() / 255
+        return check_images(owner, x.contiguous(), "data"), None
+    xs, ys = [], []
+    for i in idx:
+        item = data[i]
+        x, y = (item if isinstance(item, (tuple, list)) else (item, None))[:2]
+        xs.append(torch.as_tensor(x))
+        ys.append(y)
+    if not xs:
+        return torch.zeros(0), None
+    x = torch.stack(xs)
+    y = None if any(v is None for v in ys) else torch.as_tensor([int(v) for v in ys], dtype=torch.long)
+    return check_images(owner, x, "data"), y
+
+
+def load_labels(data: Any, indices: Sequence[int]) -> torch.Tensor | None:
+    """Labels of items ``indices`` without decoding images where the dataset allows it
+    (``tensors()``, a ``targets`` list); ``None`` for datasets without labels."""
+    idx = [int(i) for i in indices]
+    if isinstance(data, _TensorPairDataset) or callable(getattr(data, "tensors", None)):
+        return load_items(data, idx)[1]
+    if callable(getattr(data, "image", None)):
+        return None
+    targets = getattr(data, "targets", None)
+    if targets is not None:
+        return torch.as_tensor([int(targets[i]) for i in idx], dtype=torch.long)
+    return load_items(data, idx)[1]

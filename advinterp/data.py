@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .results import Result
 
-__all__ = ["AdversarialBatch", "Attribution", "random_targets"]
+__all__ = ["AdversarialBatch", "Attribution", "PAIR_KEYS", "PairMaps", "random_targets"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class AdversarialBatch(Result):
     params: dict[str, Any] = field(default_factory=dict)
 
     kind = "adversarial_batch"
+    per_image = ("x0", "x_adv", "y_true", "y_target", "success", "y_adv")
 
     def __post_init__(self):
         from .exceptions import ParameterError
@@ -78,13 +79,8 @@ class AdversarialBatch(Result):
         return len(self.x0)
 
     def __getitem__(self, idx) -> "AdversarialBatch":
-        """A sub-batch (``idx``: int, slice, index tensor or bool mask)."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1)
-        pick = (lambda v: None if v is None else v[idx])
-        return dataclasses.replace(self, x0=self.x0[idx], x_adv=self.x_adv[idx], y_true=self.y_true[idx],
-                                   y_target=pick(self.y_target), success=pick(self.success),
-                                   y_adv=pick(self.y_adv))
+        """A sub-batch (``idx``: int, slice, index tensor or bool mask): :meth:`take`."""
+        return self.take(idx)
 
     def to(self, device) -> "AdversarialBatch":
         mv = (lambda v: None if v is None else v.to(device))
@@ -141,11 +137,82 @@ class Attribution(Result):
     layer: str = ""
 
     kind = "attribution"
+    per_image = ("maps", "layer_maps", "target")
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"method": self.method, "layer": self.layer, "n": len(self.maps),
                  "map_size": "x".join(map(str, self.maps.shape[1:])),
                  "layer_size": "x".join(map(str, self.layer_maps.shape[1:]))}]
+
+
+#: The four maps of an adversarial pair, in the order of Fig. 3 of the PSE paper:
+#: F(x0, t0), F(x', t0), F(x0, t), F(x', t).
+PAIR_KEYS: tuple[str, ...] = ("x0_t0", "xadv_t0", "x0_t", "xadv_t")
+
+
+@dataclass(frozen=True)
+class PairMaps(Result):
+    """Maps of the clean and adversarial images for the true and the adversarial class
+    (:meth:`advinterp.Explainer.explain_pair`).
+
+    ``t0`` is the true class (``batch.y_true``), ``t`` the adversarial class
+    (``batch.target``: the attack's target, or the adversarial prediction of an untargeted
+    attack), ``x'`` the adversarial image.
+
+    Attributes:
+        x0_t0, xadv_t0, x0_t, xadv_t: ``(N, H, W)`` maps at input resolution:
+            F(x0, t0), F(x', t0), F(x0, t), F(x', t).
+        layer_maps: ``{key: (N, h, w)}`` the same four at the layer's resolution (divided by
+            the same ``scale``, so the maps are still the bilinear upsampling of ``layer_maps``).
+        scale: ``(N,)`` the per-image divisor applied (ones when not normalised): the raw
+            maps are ``x0_t0 * scale[:, None, None]`` etc.
+        t0, t: ``(N,)`` the true and the adversarial classes.
+        method, layer: the explainer's name and the explained layer.
+        normalized: whether the maps were divided by their common per-image maximum.
+
+    ``len(pair)`` is ``N``; ``pair[idx]`` is the sub-batch (int, slice, index tensor or bool
+    mask), like :meth:`AdversarialBatch.__getitem__`.
+    """
+
+    x0_t0: torch.Tensor
+    xadv_t0: torch.Tensor
+    x0_t: torch.Tensor
+    xadv_t: torch.Tensor
+    layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    scale: torch.Tensor | None = None
+    t0: torch.Tensor | None = None
+    t: torch.Tensor | None = None
+    method: str = ""
+    layer: str = ""
+    normalized: bool = True
+
+    kind = "pair_maps"
+    #: The four keys of :meth:`maps` (``PAIR_KEYS``).
+    KEYS: ClassVar[tuple[str, ...]] = PAIR_KEYS
+    #: The fields with one entry per image (what ``pair[idx]`` indexes).
+    per_image: ClassVar[tuple[str, ...]] = (*PAIR_KEYS, "layer_maps", "scale", "t0", "t")
+
+    def maps(self) -> dict[str, torch.Tensor]:
+        """``{key: (N, H, W)}`` for the four keys ``x0_t0, xadv_t0, x0_t, xadv_t``."""
+        return {k: getattr(self, k) for k in PAIR_KEYS}
+
+    def __len__(self) -> int:
+        return len(self.x0_t0)
+
+    def __getitem__(self, idx) -> "PairMaps":
+        """A sub-batch (``idx``: int, slice, index tensor or bool mask) of every ``(N, ...)``
+        field: the four maps, ``layer_maps``, ``scale``, ``t0`` and ``t``."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1 or None)
+        pick = (lambda v: None if v is None else v[idx])
+        return dataclasses.replace(self, **{k: pick(getattr(self, k)) for k in PAIR_KEYS},
+                                   layer_maps={k: v[idx] for k, v in self.layer_maps.items()},
+                                   scale=pick(self.scale), t0=pick(self.t0), t=pick(self.t))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"method": self.method, "layer": self.layer, "n": len(self),
+                 "map_size": "x".join(map(str, self.x0_t0.shape[1:])), "normalized": self.normalized,
+                 **{f"mean_{k}": float(v.mean()) if v.numel() else float("nan") for k, v in self.maps().items()}}]
 
 
 def random_targets(y: torch.Tensor, nb_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .ablation import GridAblationBackend
+    from .executor import Executor
+    from .report import Section
+    from .study import ReportGroup, Run
 
 PROJECT = "advinterp"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -59,6 +62,27 @@ def advinterp_register_analyzers(register: Register) -> None:
 
 
 @hookspec
+def advinterp_register_probes(register: Register) -> None:
+    """Register :class:`advinterp.Probe` subclasses (``register(ProbeClass, name=None)``).
+
+    A probe is a model-level analysis over a dataset (accuracy, network dissection, ...):
+    ``run(model, data, **context) -> Result``. Users get an instance with
+    ``advinterp.get_probe(name, **params)``.
+    """
+
+
+@hookspec
+def advinterp_register_supports(register: Register) -> None:
+    """Register support rules of refined attacks: ``register(rule, name)``.
+
+    ``rule(model, batch, **context)`` returns the ``(N, 1, H, W)`` bool support of the
+    :class:`advinterp.AdversarialBatch` ``batch`` (pixels an attack may change; eq. 11 of
+    the PSE paper). Built in: ``S1`` (grids of high PSE significance), ``S2`` (the CAM
+    region of the true class). The ``refine`` analyzer runs an attack under any of them.
+    """
+
+
+@hookspec
 def advinterp_register_datasets(register: Register) -> None:
     """Register dataset factories: ``register(factory, name)``.
 
@@ -86,6 +110,32 @@ def advinterp_grid_ablation_backend(device: "torch.device") -> Optional["GridAbl
     ``name: str`` and ``ablate(x_adv, x0, boxes, start, count) -> Tensor`` (see
     :class:`advinterp.ablation.GridAblationBackend`). A plugin should return ``None`` for
     devices it cannot serve.
+    """
+
+
+@hookspec(firstresult=True)
+def advinterp_report_section(group: "ReportGroup", run: "Run") -> Optional["Section"]:
+    """Return the report section of a group of study steps, or ``None`` to pass.
+
+    ``group`` holds every step of one component (``group.kind``, ``group.name``,
+    ``group.steps`` in study order; each step's ``result`` and its ``inputs``' results are
+    loaded on demand from the run folder), ``run`` the run folder (``run.out``,
+    ``run.save_figure(fig, name)``, ``run.write_text(name, text)``, ``run.summary``).
+    Sections are built from saved results only, so ``advinterp report RUN_DIR`` can rebuild
+    them without the models. ``firstresult``: a plugin answers for its own components; the
+    core answers last with a generic section (each step's ``result.rows()`` as a table).
+    """
+
+
+@hookspec(firstresult=True)
+def advinterp_study_executor(engine: str) -> Optional["Executor"]:
+    """Return the executor that runs a study's shards for ``engine`` (the ``--engine``
+    option), or ``None`` to pass.
+
+    ``firstresult``: the core's in-process executor (``engine="local"``) answers last, like
+    the grid-ablation backend; a plugin (e.g. one running shards on a cluster) answers for
+    its own engine name. An executor has ``name: str`` and ``run(tasks, done)`` (see
+    :class:`advinterp.executor.Executor`).
     """
 
 

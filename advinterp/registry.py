@@ -18,16 +18,19 @@ from typing import Any
 
 import pluggy
 
-from .components import Analyzer, Attack, Component, Explainer
+import torch
+
+from .components import Analyzer, Attack, Explainer, Probe
 from .exceptions import AdvinterpError, DuplicateComponentError, ParameterError, UnknownComponentError
+from .kinds import KIND_NAMES, kind as _kind
 from .plugins import PluginStatus, create_plugin_manager, register_plugin
 
 __all__ = ["KINDS", "ComponentInfo", "Registry", "get_registry", "reload_plugins", "register_plugin_object",
-           "get_attack", "get_explainer", "get_analyzer", "get_dataset", "get_model", "list_components",
-           "list_plugins"]
+           "is_building", "get_attack", "get_explainer", "get_analyzer", "get_probe", "get_support", "get_dataset",
+           "get_model", "list_components", "list_plugins", "get_ablation_backend", "get_executor"]
 
-KINDS: tuple[str, ...] = ("attack", "explainer", "analyzer", "dataset", "model")
-_BASES: dict[str, type] = {"attack": Attack, "explainer": Explainer, "analyzer": Analyzer}
+#: Kind names (the rows of :data:`advinterp.kinds.KINDS`).
+KINDS: tuple[str, ...] = KIND_NAMES
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Registry:
         self._items = {k: {} for k in KINDS}
         failed: dict[str, str] = {}
         for kind in KINDS:
-            hook = getattr(self.pm.hook, f"advinterp_register_{kind}s")
+            hook = getattr(self.pm.hook, _kind(kind).hook)
             # pluggy lists hookimpls last-registered first; register in plugin order
             for impl in reversed(hook.get_hookimpls()):
                 plugin = impl.plugin_name
@@ -91,11 +94,11 @@ class Registry:
                                   if s.name == plugin else s for s in self._statuses]
 
     def _make_info(self, kind: str, obj: Any, name: str | None, plugin: str) -> ComponentInfo:
-        if kind in _BASES:
-            base = _BASES[kind]
+        base = _kind(kind).base
+        if base is not None:
             if not (isinstance(obj, type) and issubclass(obj, base)):
                 raise ParameterError(f"plugin {plugin!r}", "component", obj,
-                                     f"a subclass of advinterp.{base.__name__} for advinterp_register_{kind}s")
+                                     f"a subclass of advinterp.{base.__name__} for {_kind(kind).hook}")
             name = name or obj.name
             if not name:
                 raise ParameterError(f"plugin {plugin!r}", "name", name,
@@ -157,6 +160,12 @@ _lock = threading.Lock()
 _registry: Registry | None = None
 
 
+def is_building() -> bool:
+    """True while the registry is being built (plugins' hooks are running): code reached
+    from a plugin's import or registration hook must not ask for the registry then."""
+    return _lock.locked()
+
+
 def get_registry() -> Registry:
     """The process-wide registry (built on first use)."""
     global _registry
@@ -206,6 +215,16 @@ def get_analyzer(name: str, **params: Any) -> Analyzer:
     return get_registry().create("analyzer", name, **params)
 
 
+def get_probe(name: str, **params: Any) -> Probe:
+    """A :class:`~advinterp.components.Probe` instance: ``get_probe("accuracy")``."""
+    return get_registry().create("probe", name, **params)
+
+
+def get_support(name: str) -> Any:
+    """A support rule of refined attacks: ``get_support("S1")(model, batch, **context)``."""
+    return get_registry().info("support", name).obj
+
+
 def get_dataset(name: str, **params: Any) -> Any:
     """A dataset from a registered factory: ``get_dataset("synthetic", n=1000, split="test")``."""
     return get_registry().create("dataset", name, **params)
@@ -226,3 +245,19 @@ def list_plugins() -> list[PluginStatus]:
     return get_registry().plugins
 
 
+
+
+def get_ablation_backend(device: torch.device | str = "cpu"):
+    """The grid-ablation backend the plugins choose for ``device`` (firstresult hook
+    ``advinterp_grid_ablation_backend``; the core's pure-PyTorch reference answers last)."""
+    return get_registry().pm.hook.advinterp_grid_ablation_backend(device=torch.device(device))
+
+
+def get_executor(engine: str = "local"):
+    """The study executor for ``engine`` (firstresult hook ``advinterp_study_executor``; the
+    core's in-process executor answers ``"local"`` last)."""
+    ex = get_registry().pm.hook.advinterp_study_executor(engine=engine)
+    if ex is None:
+        raise ParameterError("advinterp", "engine", engine, "an engine a loaded plugin provides ('local' is built in)",
+                             "Install the plugin providing it (e.g. advinterp-ray for 'ray'); see `advinterp list`.")
+    return ex

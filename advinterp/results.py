@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Result", "encode", "decode", "format_table"]
+__all__ = ["Result", "encode", "decode", "format_table", "concat_values", "take_value", "atomic_write"]
 
 _FORMAT = "advinterp-result/1"
 
@@ -108,6 +108,68 @@ def format_table(rows: Sequence[dict[str, Any]], floatfmt: str = ".4g") -> str:
     return "\n".join([line, sep, *body])
 
 
+def take_value(value: Any, idx: Any) -> Any:
+    """Index the first axis of a per-image value: tensors, arrays, ``None``, dicts of them
+    (key by key) and per-image results (:meth:`Result.take`)."""
+    if value is None:
+        return None
+    if isinstance(value, Result):
+        return value.take(idx)
+    if isinstance(value, dict):
+        return {k: take_value(v, idx) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        if isinstance(idx, np.ndarray):
+            idx = torch.from_numpy(idx)
+        if isinstance(idx, torch.Tensor):
+            idx = idx.to(value.device)
+        return value[idx]
+    if isinstance(value, np.ndarray):
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        return value[idx]
+    raise TypeError(f"cannot index a per-image value of type {type(value).__name__}")
+
+
+def concat_values(values: Sequence[Any], what: str = "value") -> Any:
+    """Concatenate per-image values along their first axis (the inverse of
+    :func:`take_value` over consecutive slices): tensors, arrays, all-``None``, dicts with the
+    same keys, per-image results (:meth:`Result.merge`)."""
+    from .exceptions import ParameterError
+
+    first = values[0]
+    if first is None:
+        if any(v is not None for v in values):
+            raise ParameterError("Result.merge", what, values, "all parts None or none of them")
+        return None
+    if isinstance(first, Result):
+        return type(first).merge(values)
+    if isinstance(first, dict):
+        keys = list(first)
+        if any(list(v) != keys for v in values):
+            raise ParameterError("Result.merge", what, [list(v) for v in values], "the same keys in every part")
+        return {k: concat_values([v[k] for v in values], f"{what}[{k!r}]") for k in keys}
+    if isinstance(first, torch.Tensor):
+        return torch.cat([torch.as_tensor(v) for v in values])
+    if isinstance(first, np.ndarray):
+        return np.concatenate([np.asarray(v) for v in values])
+    raise TypeError(f"cannot concatenate per-image values of type {type(first).__name__} ({what})")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (torch.Tensor, np.ndarray)) or isinstance(b, (torch.Tensor, np.ndarray)):
+        try:
+            return bool(np.array_equal(np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a),
+                                       np.asarray(b.cpu() if isinstance(b, torch.Tensor) else b)))
+        except Exception:
+            return False
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
     """Base of every analysis result (a frozen dataclass).
@@ -117,6 +179,53 @@ class Result:
     """
 
     kind: ClassVar[str] = "result"
+    #: Fields with one entry per image along their first axis (tensors, arrays, dicts of
+    #: them, per-image results). A result that names them can be sliced (:meth:`take`) and
+    #: merged from consecutive parts (:meth:`merge`): that is what lets a study cut a step
+    #: into shards and resume it. ``()``: not per-image (not sharded).
+    per_image: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def mergeable(cls) -> bool:
+        """Whether results of this type merge image-wise (``per_image`` is declared)."""
+        return bool(cls.per_image)
+
+    def take(self, idx: Any) -> "Result":
+        """The same result for images ``idx`` (int, slice, index array/tensor or bool mask)."""
+        if not self.per_image:
+            raise TypeError(f"{type(self).__name__} declares no per-image fields; it cannot be sliced")
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1) if idx != -1 else slice(idx, None)
+        return dataclasses.replace(self, **{f: take_value(getattr(self, f), idx) for f in self.per_image})
+
+    @classmethod
+    def merge(cls, parts: Sequence["Result"]) -> "Result":
+        """One result from the results of consecutive image ranges (in order): per-image
+        fields are concatenated, every other field must be equal in all parts."""
+        from .exceptions import ParameterError
+
+        parts = list(parts)
+        if not parts:
+            raise ParameterError(f"{cls.__name__}.merge", "parts", parts, "at least one result")
+        if not cls.per_image:
+            raise TypeError(f"{cls.__name__} declares no per-image fields; its results cannot be merged")
+        for p in parts:
+            if type(p) is not type(parts[0]):
+                raise ParameterError(f"{cls.__name__}.merge", "parts", type(p).__name__,
+                                     f"results of one type ({type(parts[0]).__name__})")
+        first = parts[0]
+        for f in dataclasses.fields(first):
+            if f.name in cls.per_image:
+                continue
+            for p in parts[1:]:
+                if not _same(getattr(first, f.name), getattr(p, f.name)):
+                    raise ParameterError(f"{cls.__name__}.merge", f.name, getattr(p, f.name),
+                                         f"the same value in every part ({getattr(first, f.name)!r})",
+                                         "Only results of the same analysis with the same settings merge.")
+        if len(parts) == 1:
+            return first
+        return dataclasses.replace(first, **{f: concat_values([getattr(p, f) for p in parts], f)
+                                             for f in cls.per_image})
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as plain Python (lists for tensors/arrays) — JSON-serialisable."""
@@ -143,11 +252,20 @@ class Result:
             raise MissingDependencyError("pandas", f"{type(self).__name__}.to_frame()") from e
         return pd.DataFrame(self.rows())
 
+    def to_bytes(self) -> bytes:
+        """The result as the bytes :meth:`save` writes."""
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"format": _FORMAT, "result": encode(self)}, buf)
+        return buf.getvalue()
+
     def save(self, path: str | Path) -> Path:
-        """Write the result to ``path`` (``.pt``; parent folders are created)."""
+        """Write the result to ``path`` (``.pt``; parent folders are created). The file is
+        written under a temporary name and renamed, so a killed process never leaves a
+        half-written result under ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": _FORMAT, "result": encode(self)}, path)
+        atomic_write(path, self.to_bytes())
         return path
 
     @classmethod
@@ -164,3 +282,27 @@ class Result:
 
             raise AdvinterpError(f"{path} holds a {type(obj).__name__}, not a {cls.__name__}.")
         return obj
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename
+    (``os.replace``): readers see the old file or the new one, never a partial one."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

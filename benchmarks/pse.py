@@ -35,7 +35,7 @@ import time
 import torch
 
 import advinterp
-from advinterp.ablation import get_ablation_backend
+from advinterp.registry import get_ablation_backend
 from advinterp.analyzers.pse import PSEAnalyzer, pse_grids
 from _util import print_table
 

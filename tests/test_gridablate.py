@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from advinterp.ablation import ReferenceGridAblation, get_ablation_backend, grid_boxes, grid_scores_to_map
+from advinterp.ablation import ReferenceGridAblation, grid_boxes, grid_scores_to_map
+from advinterp.registry import get_ablation_backend
 from advinterp.exceptions import ParameterError
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -174,7 +174,7 @@ def test_typo_in_hook_name_is_rejected(fresh_registry):
 
 
 def test_grid_ablation_backend_hook_falls_back_to_reference(fresh_registry, monkeypatch):
-    from advinterp.ablation import get_ablation_backend
+    from advinterp.registry import get_ablation_backend
 
     monkeypatch.setenv("ADVINTERP_DISABLE_PLUGINS", "gridablate")  # the compiled backend, where installed
     fresh_registry.reload_plugins()

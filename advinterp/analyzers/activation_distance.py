@@ -24,6 +24,8 @@ class ActivationDistanceResult(Result):
     distance: np.ndarray
     relative: np.ndarray
 
+    per_image = ("distance", "relative")
+
     def mean(self) -> dict[str, float]:
         """Mean distance per layer."""
         return {l: float(self.distance[:, i].mean()) for i, l in enumerate(self.layers)}
@@ -42,6 +44,7 @@ class ActivationDistance(Analyzer):
     """
 
     name = "activation_distance"
+    shardable = True
     params = {
         "layers": Param(None, lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)),
                         "None or a list of layer names", invalid=("layer4", [1])),

@@ -10,7 +10,7 @@ from ..components import Analyzer
 from ..params import Param
 from ..results import Result, format_table
 
-__all__ = ["AttackMetrics", "AttackMetricsAnalyzer", "metrics_table"]
+__all__ = ["AttackMetrics", "AttackMetricsAnalyzer", "attack_metrics", "metrics_table"]
 
 NORMS = ("l0", "l1", "l2", "linf")
 
@@ -36,6 +36,8 @@ class AttackMetrics(Result):
     linf: np.ndarray
     average_over: str = "success"
 
+    per_image = ("success", "l0", "l1", "l2", "linf")
+
     @property
     def asr(self) -> float:
         return float(self.success.mean()) if len(self.success) else float("nan")
@@ -51,6 +53,19 @@ class AttackMetrics(Result):
                  **{k: self.mean(k) for k in NORMS}}]
 
 
+def attack_metrics(batch: Any, model: str = "", average_over: str = "success", tol: float = 1e-8) -> AttackMetrics:
+    """:class:`AttackMetrics` of a batch that records its ``success`` (every attack's does),
+    without a model: per-image norms of ``delta`` (l0 counts ``|delta| > tol``)."""
+    from ..exceptions import ParameterError
+
+    if getattr(batch, "success", None) is None:
+        raise ParameterError("attack_metrics", "batch", batch, "a batch with success (made by an attack)",
+                             "Run the attack_metrics analyzer with the model instead.")
+    n = {k: v.detach().cpu().numpy() for k, v in batch.norms(tol).items()}
+    return AttackMetrics(batch.attack, model, batch.success.detach().cpu().numpy().astype(bool),
+                         n["l0"], n["l1"], n["l2"], n["linf"], average_over)
+
+
 def metrics_table(results: Sequence[AttackMetrics]) -> str:
     """A Table A1-style text table of several results."""
     return format_table([r for res in results for r in res.rows()])
@@ -60,6 +75,7 @@ class AttackMetricsAnalyzer(Analyzer):
     """Attack success rate and l0/l1/l2/linf of delta, per image and averaged (Table A1)."""
 
     name = "attack_metrics"
+    shardable = True
     params = {
         "average_over": Param.choice("success", ("success", "all"),
                                      doc="average the norms over successful images or all"),
@@ -72,6 +88,4 @@ class AttackMetricsAnalyzer(Analyzer):
 
             batch = AdversarialBatch.from_pair(batch.x0, batch.x_adv, batch.y_true, model=model,
                                                y_target=batch.y_target, attack=batch.attack)
-        n = {k: v.detach().cpu().numpy() for k, v in batch.norms(self.tol).items()}
-        return AttackMetrics(batch.attack, model.name, batch.success.detach().cpu().numpy().astype(bool),
-                             n["l0"], n["l1"], n["l2"], n["linf"], self.average_over)
+        return attack_metrics(batch, model.name, self.average_over, self.tol)

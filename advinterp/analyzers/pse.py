@@ -17,15 +17,15 @@ and the PSR puts grid ``i`` in one of three categories: *suppression-dominated*
 
 Cost: one forward per ablated image (``N * m``) plus one per adversarial image (``N``); both
 classes are read from the same logits. The ablated images are built by the grid-ablation
-backend (:func:`advinterp.ablation.get_ablation_backend`: the compiled
+backend (:func:`advinterp.registry.get_ablation_backend`: the compiled
 ``advinterp-gridablate`` op when built, else the pure-PyTorch reference) in chunks of at most
 ``max_batch`` images, whatever ``N`` and ``m`` are.
 
 Table 1 of the paper correlates ``{d0_i}``, ``{dt_i}`` and ``{s_i}`` with the perturbation
 strength ``{||delta_Gi||_2}`` over the grids of each image and averages over images
 (:func:`table1`, Pearson and Kendall's tau-b). The refined attacks of Appendix 3 use
-``S1 = {s_i > beta}`` (:meth:`PSEResult.s1_mask`, footnote 3's beta); running them is
-:func:`advinterp.analyzers.refine_analysis.refine_attack`.
+``S1 = {s_i > beta}`` (:meth:`PSEResult.s1_mask`, footnote 3's beta); running them is the
+``refine`` analyzer (:mod:`advinterp.analyzers.refine`).
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..ablation import ReferenceGridAblation, get_ablation_backend, grid_boxes
+from ..ablation import ReferenceGridAblation, grid_boxes
+from ..registry import get_ablation_backend
 from ..components import Analyzer, check_labels
 from ..exceptions import ParameterError
 from ..params import Param
@@ -131,7 +132,7 @@ def ablated_class_logits(model: Any, x0: torch.Tensor, x_adv: torch.Tensor, boxe
         max_batch: most images in one forward (default 256): the ablated images are built
             and run in chunks of images x grids of at most this many.
         backend: a grid-ablation backend (``ablate(x_adv, x0, boxes, start, count)``);
-            ``None`` = :func:`advinterp.ablation.get_ablation_backend` for the model's device.
+            ``None`` = :func:`advinterp.registry.get_ablation_backend` for the model's device.
         progress: show a progress bar (``None``: when on a terminal).
 
     Returns:
@@ -303,6 +304,9 @@ class PSEResult(Result):
     promotion: float = 1.0
     fraction: float = 0.3
 
+    per_image = ("d0", "dt", "s", "r", "category", "grid_l2", "grid_linf", "logit_t0", "logit_t", "adv_logit_t0",
+                 "adv_logit_t", "y_true", "target", "success")
+
     # ------------------------------------------------------------------ per image
     @property
     def n_images(self) -> int:
@@ -368,7 +372,7 @@ class PSEResult(Result):
     # ------------------------------------------------------------------ refinement (S1)
     def s1_grids(self, fraction: float | None = None) -> np.ndarray:
         """``(N, m)`` bool: ``s_i > beta`` (footnote 3; ``fraction`` defaults to the result's)."""
-        from ..attacks.refine import grids_above_beta
+        from ..supports import grids_above_beta
 
         f = self.fraction if fraction is None else fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
@@ -378,7 +382,7 @@ class PSEResult(Result):
     def s1_mask(self, fraction: float | None = None) -> torch.Tensor:
         """S1 as a pixel mask ``(N, 1, H, W)`` bool: the union of the grids with ``s_i > beta``,
         ready for :func:`advinterp.attacks.refine.refine` (``fraction``: default the result's 0.3)."""
-        from ..attacks.refine import support_from_scores
+        from ..supports import support_from_scores
 
         f = self.fraction if fraction is None else fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
@@ -484,6 +488,7 @@ class PSEAnalyzer(Analyzer):
 
     name = "pse"
     context_keys = ()
+    shardable = True
     params = {
         "size": Param.integer(None, low=1, allow_none=True,
                               doc="grid window side (None: 13/224 of the image side, at least 2)"),

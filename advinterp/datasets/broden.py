@@ -45,7 +45,7 @@ import numpy as np
 from ..exceptions import DatasetFormatError, ParameterError
 from .synthetic import CATEGORIES, CONCEPTS, PIXEL_CATEGORIES, SyntheticWorld
 
-__all__ = [
+__all__ = ["synthetic_broden", 
     "INDEX_COLUMNS",
     "BrodenCategory",
     "BrodenCode",
@@ -707,3 +707,27 @@ class BrodenDataset:
     def __repr__(self) -> str:
         return (f"BrodenDataset({str(self.root)!r}, n={len(self)}, categories={self.categories}, "
                 f"split={self.split!r}, resolution={self.resolution})")
+
+
+def synthetic_broden(n: int = 200, split: str = "val", size: int = 64, seed: int = 0) -> BrodenDataset:
+    """The embedded world's scenes ``0 .. n-1`` of ``split`` exported with :func:`export_broden`
+    into a temporary folder (removed when the returned dataset is garbage-collected or the
+    process exits) and opened as a :class:`BrodenDataset`.
+
+    The registered dataset ``synthetic-broden``: a study's dissection data when no real
+    Broden is at hand. Images are those of ``get_dataset("synthetic", n, split, size, seed)``
+    bit for bit (PNG round trip of uint8 scenes).
+    """
+    import shutil
+    import tempfile
+    import weakref
+
+    tmp = tempfile.mkdtemp(prefix="advinterp-broden-")
+    try:
+        root = export_broden(tmp, SyntheticWorld(size=size, seed=seed), n=n, split=split)
+        ds = BrodenDataset(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(ds, shutil.rmtree, tmp, True)
+    return ds

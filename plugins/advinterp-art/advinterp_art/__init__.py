@@ -73,9 +73,9 @@ def __getattr__(name: str) -> Any:
 
         return AdvinterpEvasionAttack
     if name.endswith("Attack") and not name.startswith("_"):
-        import advinterp.registry as reg
+        from advinterp.registry import is_building
 
-        if not reg._lock.locked():  # never build the registry from inside its own construction
+        if not is_building():  # never build the registry from inside its own construction
             from .evasion import evasion_class_name
 
             for cls in native_attacks().values():

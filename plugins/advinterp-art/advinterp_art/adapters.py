@@ -325,6 +325,7 @@ class _UAPBase(ARTAttack):
     bar per image)."""
 
     targeted = False  # not a parameter: ART's universal perturbation has no targeted variant
+    shardable = False  # one perturbation for the whole set: a study must not cut it into shards
 
     def art_kwargs(self) -> dict[str, Any]:
         kw = super().art_kwargs()

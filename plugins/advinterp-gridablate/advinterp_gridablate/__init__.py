@@ -12,7 +12,7 @@ The plugin (entry point ``gridablate = advinterp_gridablate.plugin``) answers th
 ``advinterp_grid_ablation_backend`` hook with a :class:`CompiledGridAblation` named
 ``gridablate-cpu`` / ``gridablate-cuda`` for the devices it has kernels for, so::
 
-    advinterp.ablation.get_ablation_backend("cpu").name   # "gridablate-cpu" once built
+    advinterp.registry.get_ablation_backend("cpu").name   # "gridablate-cpu" once built
 
 When the compiled modules are missing (not built, failed to build, built for another torch),
 this package still imports: :func:`status` says why, the plugin shows as unavailable with that

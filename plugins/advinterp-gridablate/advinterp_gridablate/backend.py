@@ -10,7 +10,7 @@ class CompiledGridAblation:
     """The compiled backend for one device type (``name``: ``"gridablate-<device type>"``).
 
     Satisfies :class:`advinterp.ablation.GridAblationBackend`; also offers
-    :meth:`scatter_mean`. Get it through ``advinterp.ablation.get_ablation_backend(device)``
+    :meth:`scatter_mean`. Get it through ``advinterp.registry.get_ablation_backend(device)``
     (or :func:`advinterp_gridablate.backend_for`).
     """
 

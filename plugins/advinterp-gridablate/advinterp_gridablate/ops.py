@@ -116,7 +116,7 @@ def _require(owner: str, t: torch.Tensor, name: str) -> None:
         raise ExtensionUnavailableError(f"{owner}: advinterp-gridablate's compiled kernels are {state}")
     types = state.device_types()
     if t.device.type not in types:
-        hint = ("advinterp.ablation.get_ablation_backend(device) falls back to the pure-PyTorch reference "
+        hint = ("advinterp.registry.get_ablation_backend(device) falls back to the pure-PyTorch reference "
                 "where no kernel is compiled.")
         if t.device.type == "cuda":
             hint = f"The CUDA kernels are not loaded: {state.cuda_reason}. " + hint

@@ -1,0 +1,1 @@
+"""Built-in probes: model-level analyses over a dataset (:class:`advinterp.Probe`)."""

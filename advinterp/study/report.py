@@ -1,0 +1,114 @@
+"""The report of a run folder: sections from the plugins, ``index.html`` and ``summary.json``.
+
+Steps are grouped for the report -- every attack step together (one Table A1), every other
+step by its component (``pse``, ``is``, ``dissection``, ...), the data by dataset -- in the
+order each group first appears in the study. Each group is offered to the
+``advinterp_report_section(group, run)`` hook (``firstresult``): plugins answer for their own
+components, the core for its own and, last, with a generic table of each step's rows.
+
+:func:`report_from_folder` rebuilds the report of a finished (or partly finished) run from
+its ``run.json`` and saved results alone: ``advinterp report RUN_DIR``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import AdvinterpError
+from ..report import Section, software_versions, write_report
+from ..results import format_table
+from .views import ReportGroup, Run, StepView
+
+__all__ = ["groups_of", "write_run_report", "report_from_folder", "generic_section"]
+
+
+def groups_of(run: Run, data: dict[str, Any] | None = None) -> list[ReportGroup]:
+    """The run's report groups, in order: data (by dataset name), then steps."""
+    groups: dict[tuple[str, str], ReportGroup] = {}
+    for did, spec in (data or {}).items():
+        name = spec["name"] if spec["kind"] == "dataset" else spec["kind"]
+        view = StepView(did, "data", name, dict(spec.get("params") or {}), dict(spec), {}, run)
+        groups.setdefault(("data", name), ReportGroup("data", name, [])).steps.append(view)
+    for view in run.steps.values():
+        key = ("attack", "*") if view.kind == "attack" else (view.kind, view.name)
+        groups.setdefault(key, ReportGroup(key[0], key[1], [])).steps.append(view)
+    return list(groups.values())
+
+
+def generic_section(group: ReportGroup, run: Run) -> Section:
+    """Each step's ``result.rows()`` (plus its id) as one table: the section of components
+    without their own."""
+    rows = []
+    for s in group.steps:
+        if s.kind == "data":
+            rows.append({"data": s.id, "kind": s.spec.get("kind", ""), "name": s.name,
+                         **{k: str(v) for k, v in s.params.items()}})
+            continue
+        try:
+            for r in s.result.rows():
+                rows.append({"step": s.id, **{k: v for k, v in r.items()
+                                              if isinstance(v, (bool, int, float, str)) or v is None}})
+        except Exception as e:  # a result without a table: say so rather than fail the report
+            rows.append({"step": s.id, "result": f"{type(s.result).__name__} ({type(e).__name__}: {e})"})
+    what = "Data" if group.kind == "data" else f"{group.kind} {group.name}"
+    if rows and group.kind != "data":
+        run.write_text(f"{group.kind}_{group.name}.txt".replace("*", "all"), format_table(rows))
+    return Section(f"{what[0].upper()}{what[1:]}", tables=[(f"{what}: one row per step", rows)])
+
+
+def _sections(run: Run, data: dict[str, Any]) -> list[Section]:
+    from ..registry import get_registry
+
+    hook = get_registry().pm.hook.advinterp_report_section
+    out = []
+    for group in groups_of(run, data):
+        section = hook(group=group, run=run)
+        if section is not None:
+            out.append(section)
+    return out
+
+
+def write_run_report(out: Path, run: Run, index: dict[str, Any] | None = None) -> Path:
+    """Write ``index.html`` and ``summary.json`` of the run folder ``out``."""
+    out = Path(out)
+    if index is None:
+        index = json.loads((out / "run.json").read_text())
+    run.summary.clear()
+    sections = _sections(run, index.get("data", {}))
+    study_text = (out / "study.toml").read_text(encoding="utf-8") if (out / "study.toml").is_file() else None
+    summary = {"title": run.title, "seconds": index.get("seconds"), **run.summary,
+               "steps": {sid: {"kind": e["kind"], "component": e["component"], "seconds": e["seconds"],
+                               "cached": e.get("cached", False), "rows": _safe_rows(run.steps[sid])}
+                         for sid, e in index.get("steps", {}).items() if sid in run.steps}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    n = len(index.get("steps", {}))
+    lead = (f"{n} steps on {', '.join(m['model'] for m in index.get('models', {}).values()) or 'no model'}; "
+            f"study file and software versions at the end.")
+    return write_report(out, run.title, sections, study_text=study_text, versions=software_versions(), summary=lead)
+
+
+def _safe_rows(view: StepView) -> list[dict[str, Any]]:
+    try:
+        rows = view.result.rows()
+    except Exception:
+        return []
+    return [{k: v for k, v in r.items() if isinstance(v, (bool, int, float, str)) or v is None} for r in rows]
+
+
+def report_from_folder(run_dir: str | Path) -> Path:
+    """Rebuild ``index.html`` and ``summary.json`` of ``run_dir`` from its saved results."""
+    out = Path(run_dir)
+    path = out / "run.json"
+    if not path.is_file():
+        raise AdvinterpError(f"{out}: not a run folder (no run.json). Run a study into it first: "
+                             "advinterp run STUDY.toml --out DIR.")
+    index = json.loads(path.read_text())
+    run = Run(out=out, title=index.get("title", out.name), classes=index.get("classes"))
+    for sid, e in index.get("steps", {}).items():
+        result_path = out / e["path"]
+        if not result_path.is_file():
+            continue
+        run.steps[sid] = StepView(sid, e["kind"], e["component"], dict(e.get("params") or {}), dict(e.get("spec") or {}),
+                                  dict(e.get("refs") or {}), run, result_path, float(e.get("seconds") or 0))
+    return write_run_report(out, run, index)
