@@ -1,0 +1,144 @@
+"""CAM pairs (Fig. 3 of the PSE paper) and the interpretability score (Table 2)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from ..exceptions import ParameterError
+from .common import _image_hwc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+#: The four maps of Fig. 3 of the PSE paper: key -> (image shown, column title).
+CAM_PAIR_KEYS: dict[str, tuple[str, str]] = {
+    "x0_t0": ("x0", "F(x\u2080, t\u2080)"),
+    "xadv_t0": ("x_adv", "F(x\u2032, t\u2080)"),
+    "x0_t": ("x0", "F(x\u2080, t)"),
+    "xadv_t": ("x_adv", "F(x\u2032, t)"),
+}
+
+
+def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
+                      classes: Sequence[str] | None = None, titles: Sequence[str] | None = None, *,
+                      y_true: Any = None, target: Any = None, alpha: float = 0.5) -> "Figure":
+    """The four CAMs of Fig. 3 of the PSE paper overlaid on the clean/adversarial images.
+
+    One row per image and one column per map: ``F(x0, t0)`` and ``F(x0, t)`` on the clean
+    image, ``F(x', t0)`` and ``F(x', t)`` on the adversarial one (jet, ``alpha`` 0.5). The
+    four maps of an image share one colour scale, ``[min(0, lowest), highest value of the
+    four]``, so maps normalised to a common maximum (``explain_pair(..., normalize=True)``)
+    are comparable within a row.
+
+    Args:
+        x0, x_adv: ``(N, C, H, W)`` pixels in [0, 1].
+        maps: ``{key: (N, H, W) tensor or Attribution}`` with keys among ``"x0_t0"``,
+            ``"xadv_t0"``, ``"x0_t"``, ``"xadv_t"`` (shown in that order; missing keys are
+            left out), or an object whose ``maps()`` returns that dict (``PairMaps`` of
+            ``advinterp_captum.pairs.explain_pair``; its ``t0``/``t`` label the rows).
+        n: images shown (default 4; fewer if the batch is smaller).
+        classes: class names for the row titles (default: indices).
+        titles: one row title per image (overrides the default ``"t0 -> t"``).
+        y_true, target: ``(N,)`` labels for the row titles (default: the Attributions'
+            ``target`` of ``"x0_t0"`` and ``"xadv_t"`` when given as Attributions).
+
+    Returns:
+        A Figure with ``n * len(columns)`` axes.
+    """
+    from matplotlib.figure import Figure
+
+    if callable(getattr(maps, "maps", None)):  # advinterp_captum's PairMaps
+        y_true = getattr(maps, "t0", None) if y_true is None else y_true
+        target = getattr(maps, "t", None) if target is None else target
+        maps = maps.maps()
+    keys = [k for k in CAM_PAIR_KEYS if k in maps]
+    extra = sorted(set(maps) - set(CAM_PAIR_KEYS))
+    if not keys or extra:
+        raise ParameterError("plot_cam_overlays", "maps", dict(maps) if not keys else extra,
+                             f"a mapping with keys among {', '.join(CAM_PAIR_KEYS)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ParameterError("plot_cam_overlays", "n", n, "a positive integer")
+    arrays = {}
+    for k in keys:
+        m = getattr(maps[k], "maps", maps[k])
+        m = np.asarray(m.detach().cpu().double() if hasattr(m, "detach") else m, dtype=np.float64)
+        if m.ndim != 3:
+            raise ParameterError("plot_cam_overlays", f"maps[{k!r}]", m, "maps of shape (N, H, W)")
+        arrays[k] = m
+    images = {"x0": x0, "x_adv": x_adv}
+    n = int(min(n, len(x0), *(len(a) for a in arrays.values())))
+    if y_true is None and "x0_t0" in maps:
+        y_true = getattr(maps["x0_t0"], "target", None)
+    if target is None and "xadv_t" in maps:
+        target = getattr(maps["xadv_t"], "target", None)
+    name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
+
+    fig = Figure(figsize=(1.9 * len(keys) + 0.6, 1.95 * n + 0.5), dpi=100)
+    axes = fig.subplots(n, len(keys), squeeze=False)
+    for i in range(n):
+        vals = np.stack([arrays[k][i] for k in keys])
+        vmin, vmax = min(0.0, float(vals.min())), float(vals.max())
+        if vmax <= vmin:
+            vmax = vmin + 1.0
+        for j, k in enumerate(keys):
+            ax = axes[i, j]
+            img = _image_hwc(images[CAM_PAIR_KEYS[k][0]][i])
+            h, w = img.shape[:2]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=(0, w, h, 0))
+            ax.imshow(arrays[k][i], cmap="jet", alpha=alpha, vmin=vmin, vmax=vmax, extent=(0, w, h, 0),
+                      interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(CAM_PAIR_KEYS[k][1], fontsize=9)
+        if titles is not None and i < len(titles):
+            label = str(titles[i])
+        elif y_true is not None and target is not None:
+            label = f"{name(y_true[i])} \u2192 {name(target[i])}"
+        else:
+            label = f"image {i}"
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("CAMs: clean/adversarial \u00d7 true/target class (one colour scale per row)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_is_table(results: Sequence[Any]) -> "Figure":
+    """Bar chart of the mean interpretability score per attack, w.r.t. ``(x0, t0)`` and
+    ``(x', t)`` (Table 2 of the PSE paper).
+
+    Args:
+        results: :class:`~advinterp.analyzers.interpretability_score.InterpretabilityScore`
+            results, or rows of :func:`~advinterp.analyzers.interpretability_score.table2`.
+            Bars are labelled by attack, plus explainer and model when the results hold
+            several.
+
+    Returns:
+        A Figure with one axes.
+    """
+    from matplotlib.figure import Figure
+
+    from ..analyzers.interpretability_score import InterpretabilityScore, table2
+
+    results = list(results)
+    if not results:
+        raise ParameterError("plot_is_table", "results", results, "a non-empty list of results or table2 rows")
+    rows = table2(results) if isinstance(results[0], InterpretabilityScore) else [dict(r) for r in results]
+    many = {k: len({r.get(k) for r in rows}) > 1 for k in ("explainer", "model")}
+    labels = ["\n".join([str(r.get("attack", ""))] + [str(r.get(k, "")) for k in ("explainer", "model") if many[k]])
+              for r in rows]
+    xs = np.arange(len(rows))
+    fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    wdt = 0.38
+    ax.bar(xs - wdt / 2, [r["is_x0_t0"] for r in rows], wdt, label="IS w.r.t. (x\u2080, t\u2080)")
+    ax.bar(xs + wdt / 2, [r["is_xadv_t"] for r in rows], wdt, label="IS w.r.t. (x\u2032, t)")
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("interpretability score")
+    ax.set_title("Interpretability score per attack (Table 2)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,200 @@
+"""PSE grid sensitivity (Fig. 2 of the PSE paper) and the PSR overlay on a CAM (Fig. 4)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..exceptions import ParameterError
+from .common import _image_hwc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+#: PSR category colours of Fig. 4: suppression white, balanced grey, promotion black.
+PSR_COLORS: dict[int, tuple[float, float, float]] = {-1: (1.0, 1.0, 1.0), 0: (0.5, 0.5, 0.5), 1: (0.0, 0.0, 0.0)}
+
+
+def _pse_index(result: Any, index: Any, owner: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < result.n_images:
+        raise ParameterError(owner, "index", index, f"an image index in [0, {result.n_images})")
+    return int(index)
+
+
+def _grid_map(values: np.ndarray, result: Any) -> np.ndarray:
+    """Per-grid values of one image -> ``(H, W)`` per-pixel mean over the covering grids."""
+    import torch
+
+    from ..ablation import grid_scores_to_map
+
+    h, w = (int(v) for v in result.image_size)
+    return grid_scores_to_map(torch.as_tensor(np.asarray(values, dtype=np.float64)),
+                              torch.as_tensor(np.asarray(result.boxes)).long(), h, w).numpy()
+
+
+def plot_pse_sensitivity(result: Any, index: int = 0, x_adv: Any = None,
+                         classes: Sequence[str] | None = None) -> "Figure":
+    """Sensitivity of one image's grid perturbations (Fig. 2 of the PSE paper).
+
+    Rows: (1) the adversarial image (when ``x_adv`` is given) and the heat map of
+    ``||delta_Gi||_2`` per pixel (the mean over the grids covering it); (2) ``||delta_Gi||_2``
+    and ``||delta_Gi||_inf`` versus grid index; (3) ``d0_i`` and ``dt_i`` versus grid index;
+    (4) the PSR ``r_i`` sorted, with dashed lines at the category thresholds (+-1).
+
+    Args:
+        result: a :class:`~advinterp.analyzers.pse.PSEResult`.
+        index: the image (default 0).
+        x_adv: ``(N, C, H, W)`` adversarial images of the result (or ``(C, H, W)`` for this
+            image); optional.
+        classes: class names for the title (default: indices).
+
+    Returns:
+        A Figure of four rows.
+    """
+    from matplotlib.figure import Figure
+
+    i = _pse_index(result, index, "plot_pse_sensitivity")
+    name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
+    fig = Figure(figsize=(7.2, 9.0), dpi=100)
+    gs = fig.add_gridspec(4, 2, height_ratios=[1.5, 1, 1, 1])
+    heat = _grid_map(result.grid_l2[i], result)
+    if x_adv is not None:
+        img = x_adv[i] if getattr(x_adv, "ndim", 0) == 4 else x_adv
+        ax = fig.add_subplot(gs[0, 0])
+        ax.imshow(_image_hwc(img))
+        ax.set_title("adversarial example x\u2032", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax = fig.add_subplot(gs[0, 1])
+    else:
+        ax = fig.add_subplot(gs[0, :])
+    im = ax.imshow(heat, cmap="hot", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title("\u2016\u03b4_G\u2016\u2082 per grid", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    idx = np.arange(result.n_grids)
+    ax = fig.add_subplot(gs[1, :])
+    ax.plot(idx, result.grid_l2[i], lw=0.9, label="\u2016\u03b4_G\u2016\u2082")
+    ax.plot(idx, result.grid_linf[i], lw=0.9, label="\u2016\u03b4_G\u2016\u221e")
+    ax.set_ylabel("strength", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right")
+    ax = fig.add_subplot(gs[2, :])
+    ax.plot(idx, result.d0[i], lw=0.9, label="d\u2080 (suppression of t\u2080)")
+    ax.plot(idx, result.dt[i], lw=0.9, label="d\u209c (promotion of t)")
+    ax.set_ylabel("logit change", fontsize=8)
+    ax.set_xlabel("grid index", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right")
+    ax = fig.add_subplot(gs[3, :])
+    r = np.sort(np.asarray(result.r[i]))
+    ax.plot(np.arange(len(r)), r, lw=1.2, color="k")
+    for thr in (result.suppression, result.promotion):
+        ax.axhline(thr, ls="--", lw=0.8, color="tab:red")
+    ax.set_ylabel("sorted PSR r", fontsize=8)
+    ax.set_xlabel("rank", fontsize=8)
+    for a in fig.axes:
+        a.tick_params(labelsize=7)
+    title = f"image {i}"
+    if result.y_true is not None and result.target is not None:
+        title = f"{name(result.y_true[i])} \u2192 {name(result.target[i])}"
+    fig.suptitle(f"Grid sensitivity ({result.attack or 'attack'}, {result.model or 'model'}): {title}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def psr_overlay(result: Any, index: int = 0, top: float = 0.7, rule: str = "count") -> np.ndarray:
+    """The Fig. 4 overlay of one image as an ``(H, W, 4)`` RGBA array.
+
+    Only the top ``top`` share (0.7) of the perturbed grids ranked by ``s_i`` are drawn
+    (:meth:`PSEResult.significant` with ``rule``); a pixel takes the mean PSR of the drawn grids covering it
+    and its category's colour (:data:`PSR_COLORS`: suppression white, balanced grey,
+    promotion black); other pixels are transparent (alpha 0).
+    """
+    from ..analyzers.pse import psr_category
+
+    i = _pse_index(result, index, "psr_overlay")
+    sel = result.significant(top, rule)[i].astype(np.float64)
+    share = _grid_map(sel, result)
+    r_mean = _grid_map(np.asarray(result.r[i]) * sel, result) / np.where(share > 0, share, 1.0)
+    cat = psr_category(r_mean, result.suppression, result.promotion)
+    rgba = np.zeros((*share.shape, 4))
+    for code, rgb in PSR_COLORS.items():
+        rgba[cat == code, :3] = rgb
+    rgba[..., 3] = share > 0
+    return rgba
+
+
+def plot_psr_overlay(result: Any, cam: Any, index: int | Sequence[int] = 0, top: float = 0.7,
+                     image: Any = None, classes: Sequence[str] | None = None, alpha: float = 0.75,
+                     rule: str = "count") -> "Figure":
+    """PSR on the CAM of ``(x', t)`` (Fig. 4 of the PSE paper).
+
+    The CAM ``F(x', t)`` is drawn with the jet colour map (over the image when given), and
+    on top the PSR of the top ``top`` (70 %) perturbed grids by ``s_i``: suppression-dominated
+    white, promotion-dominated black, balanced grey (:func:`psr_overlay`).
+
+    Args:
+        result: a :class:`~advinterp.analyzers.pse.PSEResult`.
+        cam: ``(H, W)`` CAM of image ``index`` w.r.t. its target class, or ``(N, H, W)`` (or an
+            :class:`~advinterp.Attribution`) for all images of the result; e.g. the ``cam``
+            explainer of advinterp-captum on ``(batch.x_adv, batch.target)``.
+        index: the image, or a list of images (one panel each; needs ``(N, H, W)`` maps).
+        top: share of the perturbed grids drawn (default 0.7).
+        image: ``(N, C, H, W)`` adversarial images (or ``(C, H, W)`` for a single index), drawn
+            under the CAM; optional.
+        classes: class names for the titles.
+        alpha: opacity of the PSR patches (0.75).
+        rule: how the top grids are chosen, ``"count"`` or ``"cumulative"``
+            (:meth:`PSEResult.significant`).
+
+    Returns:
+        A Figure with one panel per image and a legend of the three categories.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    owner = "plot_psr_overlay"
+    indices = [index] if isinstance(index, (int, np.integer)) and not isinstance(index, bool) else list(index)
+    if not indices:
+        raise ParameterError(owner, "index", index, "an image index or a non-empty list of them")
+    for i in indices:
+        _pse_index(result, i, owner)
+    maps = getattr(cam, "maps", cam)
+    maps = np.asarray(maps.detach().cpu().double() if hasattr(maps, "detach") else maps, dtype=np.float64)
+    h, w = (int(v) for v in result.image_size)
+    if maps.shape == (h, w):
+        if len(indices) != 1:
+            raise ParameterError(owner, "cam", maps, f"maps of shape ({result.n_images}, {h}, {w}) for several images")
+        maps = {indices[0]: maps}
+    elif maps.shape == (result.n_images, h, w):
+        maps = {i: maps[i] for i in indices}
+    else:
+        raise ParameterError(owner, "cam", maps, f"a CAM of shape ({h}, {w}) or ({result.n_images}, {h}, {w})")
+    if not (0 <= alpha <= 1):
+        raise ParameterError(owner, "alpha", alpha, "a number in [0, 1]")
+    name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
+    fig = Figure(figsize=(2.4 * len(indices) + 0.4, 2.9), dpi=100)
+    axes = fig.subplots(1, len(indices), squeeze=False)[0]
+    for ax, i in zip(axes, indices):
+        if image is not None:
+            img = image[i] if getattr(image, "ndim", 0) == 4 else image
+            ax.imshow(_image_hwc(img), extent=(0, w, h, 0))
+        m = maps[i]
+        ax.imshow(m, cmap="jet", alpha=0.55 if image is not None else 1.0, extent=(0, w, h, 0),
+                  interpolation="bilinear", vmin=min(0.0, float(m.min())), vmax=float(m.max()) or 1.0)
+        over = psr_overlay(result, i, top, rule)
+        over[..., 3] *= alpha
+        ax.imshow(over, extent=(0, w, h, 0), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fr = {k: v[i] for k, v in result.fractions().items()}
+        label = (f"{name(result.y_true[i])} \u2192 {name(result.target[i])}"
+                 if result.y_true is not None and result.target is not None else f"image {i}")
+        ax.set_title(f"{label}\nS {fr['suppression']:.0%} B {fr['balanced']:.0%} P {fr['promotion']:.0%}",
+                     fontsize=8)
+    handles = [Patch(facecolor=PSR_COLORS[c], edgecolor="0.3", label=lab) for c, lab in
+               ((-1, "suppression (r < -1)"), (0, "balanced"), (1, "promotion (r > 1)"))]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(f"PSR on F(x\u2032, t), top {top:.0%} grids by s ({result.attack or 'attack'})", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.93))
+    return fig
