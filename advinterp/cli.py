@@ -6,10 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "DEMO_STUDY"]
-
-#: The shipped default study that ``advinterp demo`` runs.
-DEMO_STUDY = Path(__file__).with_name("studies") / "demo.toml"
+__all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -86,16 +83,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .study import Study
+    from .demo import DEMO_STUDY, run_demo
 
     if args.print_study:
         print(DEMO_STUDY.read_text(), end="")
         return 0
-    vars = {"n": args.n, "n_attack": min(args.n_attack, args.n), "seed": args.seed}
-    vars["n_targeted"] = min(32, vars["n_attack"])
-    vars["n_dissect"] = min(200, args.n)
-    vars["n_pairs"] = min(64, vars["n_dissect"])
-    Study.from_file(DEMO_STUDY, vars).run(args.out, engine=args.engine)
+    run_demo(out=args.out, n=args.n, n_attack=args.n_attack, seed=args.seed, engine=args.engine)
     return 0
 
 

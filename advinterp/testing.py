@@ -32,14 +32,14 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .components import Analyzer, Attack, Component, Explainer
+from .components import Analyzer, Attack, Component, Explainer, Probe
 from .data import AdversarialBatch, random_targets
 from .exceptions import ParameterError
 from .model import ModelAdapter, model_fingerprint
 from .results import Result
 
 __all__ = ["toy_model", "toy_data", "toy_batch", "check_component", "iter_checks", "parametrize_with_checks",
-           "check_model_factory", "check_dataset", "assert_model_unchanged"]
+           "check_model_factory", "check_dataset", "check_sharded", "assert_model_unchanged"]
 
 
 class _ToyCNN(nn.Module):
@@ -156,7 +156,10 @@ def _run(component: Component, model: ModelAdapter, x: torch.Tensor, y: torch.Te
     if isinstance(component, Analyzer):
         return component.analyze(model, batch if batch is not None else toy_batch(model), **getattr(
             component, "conformance_context", {}))
-    raise TypeError(f"{component!r} is not an Attack, Explainer or Analyzer")
+    if isinstance(component, Probe):
+        return component.run(model, (x, y) if component.needs_data else None,
+                             **getattr(component, "conformance_context", {}))
+    raise TypeError(f"{component!r} is not an Attack, Explainer, Analyzer or Probe")
 
 
 # ------------------------------------------------------------------------- the checks
@@ -220,6 +223,21 @@ def check_save_load(component, tmp_dir: str | None = None) -> None:
     assert _equal(_outputs(out), _outputs(back)), "save/load changed the result"
 
 
+def check_sharded(component) -> None:
+    """A sharded probe gives the same result whatever the shard size (1, 3 or all at once)."""
+    cls = component if isinstance(component, type) else type(component)
+    if not cls.shardable:
+        return
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data(n=5)
+    data = (x, y) if inst.needs_data else None
+    ctx = getattr(inst, "conformance_context", {})
+    whole = _outputs(inst.run(model, data, **ctx))
+    for size in (1, 3):
+        assert _equal(_outputs(_instance(component).run(model, data, shard_size=size, **ctx)), whole), \
+            f"shard_size={size} changes the result: the partials do not merge exactly"
+
+
 def check_deterministic(component) -> None:
     """Two runs with the same parameters give identical outputs."""
     inst, model = _instance(component), toy_model()
@@ -241,6 +259,9 @@ def check_model_unchanged(component) -> None:
     if isinstance(inst, Analyzer):
         bad_batch = AdversarialBatch(x0=batch.x0, x_adv=bad, y_true=batch.y_true)
         assert_model_unchanged(model, lambda: inst.analyze(model, bad_batch), ParameterError)
+    elif isinstance(inst, Probe):
+        if inst.needs_data:
+            assert_model_unchanged(model, lambda: inst.run(model, (bad, y)), ParameterError)
     else:
         assert_model_unchanged(model, lambda: _run(inst, model, bad, y), ParameterError)
 
@@ -254,6 +275,13 @@ def check_bad_inputs(component) -> None:
         cases.append(("not a batch", lambda: inst.analyze(model, (x, y)), "batch"))
         cases.append(("pixels > 1", lambda: inst.analyze(model, AdversarialBatch(x0=x, x_adv=x * 3, y_true=y)),
                       "x_adv"))
+    elif isinstance(inst, Probe):
+        if inst.needs_data:
+            cases += [("pixels > 1", lambda: inst.run(model, (x * 3, y)), "data"),
+                      ("3-d input", lambda: inst.run(model, (x[0], y)), "data"),
+                      ("not a dataset", lambda: inst.run(model, 3), "data")]
+        cases.append(("unknown context", lambda: inst.run(model, (x, y) if inst.needs_data else None,
+                                                           __no_such_context__=1), "__no_such_context__"))
     else:
         cases += [("pixels > 1", lambda: _run(inst, model, x * 3, y), "x"),
                   ("pixels < 0", lambda: _run(inst, model, x - 2, y), "x"),
@@ -274,23 +302,16 @@ def check_bad_inputs(component) -> None:
             raise AssertionError(f"{what} was accepted")
 
 
-_CHECKS = {
-    "attack": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs),
-    "explainer": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs,
-                  check_save_load),
-    "analyzer": (check_params, check_output, check_deterministic, check_model_unchanged, check_bad_inputs,
-                 check_save_load),
-}
-
-
 def iter_checks(component: Component | type[Component]) -> Iterator[Callable[[Any], None]]:
-    """The checks that apply to ``component`` (by its kind)."""
+    """The checks that apply to ``component``: its kind's row of :data:`advinterp.kinds.KINDS`."""
+    from .kinds import KINDS
+
     cls = component if isinstance(component, type) else type(component)
-    kinds = [k for k, base in (("attack", Attack), ("explainer", Explainer), ("analyzer", Analyzer))
-             if issubclass(cls, base)]
-    if not kinds:
-        raise TypeError(f"{cls.__name__} is not an Attack, Explainer or Analyzer")
-    yield from _CHECKS[kinds[0]]
+    rows = [k for k in KINDS if k.base is not None and issubclass(cls, k.base)]
+    if not rows:
+        raise TypeError(f"{cls.__name__} is not a component of any kind "
+                        f"({', '.join(k.base.__name__ for k in KINDS if k.base is not None)})")
+    yield from (globals()[name] for name in rows[0].checks)
     if issubclass(cls, Attack) and not cls.conformance_params.get("targeted") and "targeted" in cls.params:
         # run the attack checks in targeted mode too
         for chk in (check_output, check_model_unchanged, check_bad_inputs):
@@ -354,10 +375,32 @@ def check_model_factory(factory: Callable[..., ModelAdapter], **params: Any) -> 
 
 
 def check_dataset(factory: Callable[..., Any], **params: Any) -> None:
-    """A dataset factory returns a map-style dataset of ``(x in [0,1] (C,H,W), int y)``."""
+    """A dataset factory returns a map-style dataset of ``(x in [0,1] (C,H,W), int y)``
+    items, or an image-only dataset with ``image(i)`` (e.g. Broden): what a study's attack and
+    probe steps read through :func:`advinterp.components.load_items`."""
+    from .components import load_items
+
     ds = factory(**params)
     assert len(ds) > 0
+    if callable(getattr(ds, "image", None)):
+        x, y = load_items(ds, [0, len(ds) - 1])
+        assert x.ndim == 4 and x.is_floating_point() and y is None
+        assert 0 <= float(x.min()) and float(x.max()) <= 1
+        return
     x, y = ds[0]
     assert isinstance(x, torch.Tensor) and x.ndim == 3 and x.is_floating_point()
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     assert isinstance(int(y), int)
+
+
+def check_support(rule: Callable[..., Any]) -> None:
+    """A support rule of refined attacks (``advinterp_register_supports``) returns the
+    ``(N, 1, H, W)`` bool support of a batch, deterministically, leaving the model unchanged."""
+    model = toy_model()
+    batch = toy_batch(model)
+    n, _, h, w = batch.x0.shape
+    out = assert_model_unchanged(model, lambda: rule(model, batch))
+    assert isinstance(out, torch.Tensor), f"the rule returned {type(out).__name__}, not a tensor"
+    assert out.dtype == torch.bool, f"the support has dtype {out.dtype}, not torch.bool"
+    assert tuple(out.shape) == (n, 1, h, w), f"the support has shape {tuple(out.shape)}, not {(n, 1, h, w)}"
+    assert torch.equal(out, rule(model, batch)), "two calls on the same batch differ"

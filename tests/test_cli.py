@@ -29,15 +29,24 @@ def test_errors_exit_2_with_message(capsys, monkeypatch):
 def test_demo_writes_a_run_directory(tmp_path):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), "--n", "48", "--n-attack", "24"]) == 0
-    for f in ("scenes.png", "activation_distance.png", "index.html", "summary.json",
-              "results/activation_distance-synthetic-cnn.pt"):
+    for f in ("scenes.png", "activation_distance.png", "perturbations.png", "cam_pairs.png", "is_scores.png",
+              "pse_sensitivity.png", "psr_cw_l2.png", "index.html", "summary.json", "run.json", "study.toml",
+              "table_a1.txt", "table1.txt", "table2.txt", "table_a1_refined.txt"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     summary = json.loads((out / "summary.json").read_text())
     models = {r["model"]: r for r in summary["models"]}
     assert models["synthetic-cnn"]["clean_accuracy"] > 0.9
-    assert models["synthetic-cnn-robust"]["pgd_accuracy"] > models["synthetic-cnn"]["pgd_accuracy"]
+    assert models["synthetic-cnn-robust"]["adv_accuracy"] > models["synthetic-cnn"]["adv_accuracy"]
+    assert {r["attack"] for r in summary["attacks"]} >= {"pgd", "cw_l2", "ead", "str"}
     html = (out / "index.html").read_text()
-    assert "data:image/png;base64" in html and "Shipped models" in html
+    assert "data:image/png;base64" in html and "Models: accuracy" in html and "About this run" in html
+
+
+def test_print_study_is_the_shipped_file(capsys):
+    from advinterp.demo import DEMO_STUDY
+
+    assert main(["demo", "--print-study"]) == 0
+    assert capsys.readouterr().out == DEMO_STUDY.read_text()
 
 
 def test_module_entry_point():

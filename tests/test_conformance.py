@@ -1,16 +1,23 @@
-"""The conformance suite over every registered component (attacks, explainers, analyzers),
-every model factory and every dataset that needs no user path."""
+"""The conformance suite over every registered component (every kind with a base class:
+attacks, explainers, analyzers, probes), every support rule, every model factory and every
+dataset that needs no user path."""
 import pytest
 
 import advinterp
-from advinterp.testing import check_dataset, check_model_factory, parametrize_with_checks
+from advinterp.kinds import KINDS
+from advinterp.testing import check_dataset, check_model_factory, check_support, parametrize_with_checks
 
-COMPONENTS = [info.obj for kind in ("attack", "explainer", "analyzer") for info in advinterp.list_components(kind)]
+COMPONENTS = [info.obj for kind in KINDS if kind.base is not None for info in advinterp.list_components(kind.name)]
 
 
 def test_every_kind_has_components():
     kinds = {info.kind for info in advinterp.list_components()}
-    assert {"attack", "analyzer", "dataset", "model"} <= kinds
+    assert {k.name for k in KINDS} <= kinds, {k.name for k in KINDS} - kinds
+
+
+@pytest.mark.parametrize("name", sorted(i.name for i in advinterp.list_components("support")))
+def test_support_conforms(name):
+    check_support(advinterp.get_support(name))
 
 
 @parametrize_with_checks(COMPONENTS)
@@ -22,7 +29,7 @@ def test_component_conforms(component, check):
 # architecture with random weights (no download), and the shipped models fully.
 MODEL_CASES = {"synthetic-cnn": {}, "synthetic-cnn-robust": {}, "torchvision:resnet18": {"weights": "random"}}
 # datasets that need a user path are tested on fixtures in their own test files
-DATASET_CASES = {"synthetic": {"n": 8}}
+DATASET_CASES = {"synthetic": {"n": 8}, "synthetic-broden": {"n": 3, "size": 24}}
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CASES))

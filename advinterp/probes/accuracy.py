@@ -75,7 +75,7 @@ class AccuracyProbe(Probe):
             if y is None:
                 raise ParameterError(f"{type(self).__name__}.run", "data", data, "a dataset with labels",
                                      "Accuracy needs (x, y) items; this dataset has images only.")
-            correct += int((model.predict(x, self.batch_size).cpu() == y.cpu()).sum())
+            correct += int((model.predict(x.to(model.device, model.dtype), self.batch_size).cpu() == y.cpu()).sum())
         return AccuracyCount(correct, len(indices))
 
     def _merge(self, partials, state, step, **context):

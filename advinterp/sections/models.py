@@ -9,11 +9,7 @@ __all__ = ["accuracy_section", "activation_distance_section"]
 
 def accuracy_section(group: ReportGroup, run: Run) -> Section:
     """Clean accuracy (and accuracy under the context batch's attack) per model."""
-    rows = []
-    for s in group.steps:
-        row = {"step": s.id, "model": s.model, **s.result.rows()[0]}
-        row["model"] = s.model or row.get("model", "")
-        rows.append(row)
+    rows = [{"step": s.id, **r} for s in group.steps for r in s.result.rows()]
     run.summary["models"] = rows
     return Section("Models: accuracy, clean and under attack",
                    ["Top-1 accuracy on the clean data, and on the adversarial images of the attack each probe was "
