@@ -360,13 +360,21 @@ class Study:
         return run
 
     def _classes(self) -> list[str] | None:
+        """Class names for figure labels: the first dataset's when they match the first
+        model's classes, ImageNet's for 1000-class models, else ``None`` (indices)."""
+        nb = self._model(next(iter(self.spec.models))).nb_classes if self.spec.models else None
         for did in self.spec.data:
             classes = getattr(self._dataset(did), "classes", None)
-            if classes is not None:
-                try:
-                    return [str(c) for c in classes]
-                except TypeError:
-                    return None
+            try:
+                names = None if classes is None else [str(c) for c in classes]
+            except TypeError:
+                names = None
+            if names is not None and len(names) == nb:
+                return names
+        if nb == 1000:
+            from ..datasets.imagenet import imagenet_classes
+
+            return list(imagenet_classes())
         return None
 
     def _input(self, s: StepSpec, ref: str, cache: dict[str, Any], store: ResultStore, model: ModelAdapter) -> Any:
