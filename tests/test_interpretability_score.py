@@ -157,7 +157,7 @@ def test_save_load_round_trip(toy, tmp_path):
 
 
 def test_region_is_a_refinement_support(toy):
-    from advinterp.attacks.refine import support_from_region
+    from advinterp.supports import support_from_region
 
     model, batch = toy
     res = advinterp.get_analyzer("is").analyze(model, batch, explainer=MeanExplainer())

@@ -1,4 +1,4 @@
-"""The ``pse`` analyzer (Definition 1, eqs. 1-4, Table 1), its figures and refine_attack (Table A1)."""
+"""The ``pse`` analyzer (Definition 1, eqs. 1-4, Table 1) and its figures (refined attacks: test_refine.py)."""
 import numpy as np
 import pytest
 import torch
@@ -314,39 +314,6 @@ def test_grid_norms_by_hand():
     d[0, 0, 0, 0], d[0, 0, 0, 1], d[0, 0, 3, 3] = 3.0, -4.0, 2.0
     l2, linf = grid_norms(d, grid_boxes(4, 4, 2, 2))
     assert l2.tolist() == [[5.0, 0.0, 0.0, 2.0]] and linf.tolist() == [[4.0, 0.0, 0.0, 2.0]]
-
-
-# ---------------------------------------------------------------------------- refinement (Table A1)
-def test_refine_attack_under_s1_and_s2(synthetic_model):
-    from advinterp.analyzers.refine_analysis import Refinement, refine_attack, table_a1
-
-    x, y = advinterp.get_dataset("synthetic", n=2, split="test").tensors()
-    t = (y + 5) % 12
-    cw = advinterp.get_attack("cw_l2", targeted=True, binary_search_steps=2, max_iter=15, learning_rate=0.05,
-                              initial_const=1.0)
-    region = np.zeros((2, 64, 64), dtype=bool)
-    region[:, 16:48, 16:48] = True
-    pse = PSEAnalyzer(size=16)
-    res = refine_attack(cw, synthetic_model, x, y, t, supports=("S1", "S2"), pse=pse, region=region)
-    s1 = pse.analyze(synthetic_model, res.batches["original"]).s1_mask()
-    assert torch.equal(res.batches["S1"].delta * ~s1, torch.zeros_like(x))
-    assert (res.batches["S2"].delta[:, :, :16] == 0).all() and (res.batches["S2"].delta[:, :, 16:48, 16:48] != 0).any()
-    np.testing.assert_allclose(res.support_share["S2"], [0.25, 0.25])
-    np.testing.assert_allclose(res.support_share["S1"], s1.float().flatten(1).mean(1).numpy())
-    rows = res.rows()
-    assert [r["support"] for r in rows] == ["S1", "S2"]
-    for r in rows:
-        assert r["l0_refined"] <= r["l0_original"] or np.isnan(r["l0_refined"])
-        assert {"l1_original", "l2_refined", "linf_refined", "asr_refined", "asr_original"} <= set(r)
-    assert rows[0]["asr_refined"] == pytest.approx(float(res.batches["S1"].success.float().mean()))
-    assert "S2" in table_a1([res])
-    # a precomputed unrefined batch is reused as is
-    again = refine_attack(cw, synthetic_model, res.batches["original"], supports="S2", region=region)
-    assert again.batches["original"] is res.batches["original"] and isinstance(again, Refinement)
-    with pytest.raises(ParameterError, match="supports_mask"):
-        refine_attack(advinterp.get_attack("pgd"), synthetic_model, x, y)
-    with pytest.raises(ParameterError, match="supports"):
-        refine_attack(cw, synthetic_model, res.batches["original"], supports=("S3",))
 
 
 # ---------------------------------------------------------------------------- figures

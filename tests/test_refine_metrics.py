@@ -5,7 +5,8 @@ import torch
 import advinterp
 from advinterp import AdversarialBatch, ParameterError
 from advinterp.ablation import grid_boxes
-from advinterp.attacks.refine import grids_above_beta, refine, support_from_region, support_from_scores
+from advinterp.attacks.refine import refine
+from advinterp.supports import grids_above_beta, support_from_region, support_from_scores
 
 
 def test_beta_footnote_3_by_hand():

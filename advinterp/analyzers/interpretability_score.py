@@ -16,7 +16,7 @@ adversarial prediction of an untargeted attack) — Table 2 of the paper. Images
 ``delta = 0`` have no perturbation to interpret: their IS is ``nan`` and the means skip them.
 
 ``region_x0_t0`` is ``B(x0, t0)``, the S2 support of refined attacks
-(:func:`advinterp.attacks.refine.support_from_region` accepts it).
+(:func:`advinterp.supports.support_from_region` accepts it).
 """
 from __future__ import annotations
 
