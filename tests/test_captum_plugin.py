@@ -1,5 +1,5 @@
 """advinterp-captum: CAM, Grad-CAM and Grad-CAM++ checked against Captum, hand computations,
-pytorch-grad-cam and each other; explain_pair; errors."""
+pytorch-grad-cam and each other; explain_many / explain_pair in shared passes; errors."""
 import subprocess
 import sys
 import warnings
@@ -13,8 +13,7 @@ captum = pytest.importorskip("captum")
 advinterp_captum = pytest.importorskip("advinterp_captum")
 
 import advinterp  # noqa: E402
-from advinterp import IncompatibleModelError, ModelAdapter, ParameterError  # noqa: E402
-from advinterp_captum import PairMaps, explain_pair  # noqa: E402
+from advinterp import Explainer, IncompatibleModelError, ModelAdapter, PairMaps, ParameterError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +225,7 @@ def test_gradcam_agrees_with_torchcam(shipped):
     _close(ours, ref, 1e-5)
 
 
-# ------------------------------------------------------------------------------ explain_pair
+# ------------------------------------------------------------------------------ explain_many / explain_pair
 @pytest.fixture(scope="module")
 def adv_batch(shipped):
     model, x, y = shipped
@@ -236,11 +235,55 @@ def adv_batch(shipped):
 
 
 @pytest.mark.parametrize("name", ["cam", "gradcam", "gradcampp"])
+def test_shared_passes_equal_the_default_explain_many(shipped, adv_batch, name):
+    """The override (layer_maps_multi: all targets in one pass for CAM) gives the maps of the
+    base-class default (one _explain per target vector)."""
+    model = shipped[0]
+    ex = advinterp.get_explainer(name, batch_size=5)
+    b = adv_batch
+    x = torch.cat([b.x0, b.x_adv])
+    targets = [torch.cat([b.y_true, b.y_true]), torch.cat([b.target, b.target])]
+    with model.preserved(freeze=True):
+        shared, layer = ex._explain_many(model, x, targets)
+        default, layer_d = Explainer._explain_many(ex, model, x, targets)
+    assert layer == layer_d == "layer4" and len(shared) == len(default) == 2
+    for s, d in zip(shared, default):
+        assert s.shape == (16, 16, 16)
+        torch.testing.assert_close(s, d, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, passes", [("cam", 1), ("gradcam", 2), ("gradcampp", 2)])
+def test_explain_pair_passes(shipped, adv_batch, name, passes):
+    """explain_pair runs [x0; x'] through the layer once per pass: CAM once for both classes,
+    Grad-CAM(++) once per class (CAM's head check adds a 1-image probe, not counted)."""
+    model = shipped[0]
+    seen = []
+    hook = model.module.layer4.register_forward_hook(lambda mod, inp, out: seen.append(len(out)))
+    try:
+        advinterp.get_explainer(name, batch_size=64).explain_pair(model, adv_batch)
+    finally:
+        hook.remove()
+    assert [k for k in seen if k > 1] == [2 * len(adv_batch)] * passes
+
+
+@pytest.mark.parametrize("name", ["cam", "gradcam", "gradcampp"])
+def test_explain_many_equals_explain_calls(shipped, adv_batch, name):
+    model, x, _ = shipped
+    ex = advinterp.get_explainer(name, batch_size=5)
+    many = ex.explain_many(model, x, [adv_batch.y_true, adv_batch.target])
+    for attr, t in zip(many, [adv_batch.y_true, adv_batch.target]):
+        one = ex.explain(model, x, t)
+        assert (attr.method, attr.layer) == (one.method, one.layer) and torch.equal(attr.target, one.target)
+        _close(attr.maps, one.maps, 1e-6)
+        _close(attr.layer_maps, one.layer_maps, 1e-6)
+
+
+@pytest.mark.parametrize("name", ["cam", "gradcam", "gradcampp"])
 def test_explain_pair_matches_four_explain_calls(shipped, adv_batch, name):
     model = shipped[0]
     ex = advinterp.get_explainer(name, batch_size=5)
     b = adv_batch
-    pair = explain_pair(ex, model, b)
+    pair = ex.explain_pair(model, b)
     assert isinstance(pair, PairMaps) and pair.normalized and pair.layer == "layer4" and pair.method == name
     four = {"x0_t0": ex.explain(model, b.x0, b.y_true), "xadv_t0": ex.explain(model, b.x_adv, b.y_true),
             "x0_t": ex.explain(model, b.x0, b.target), "xadv_t": ex.explain(model, b.x_adv, b.target)}
@@ -252,21 +295,36 @@ def test_explain_pair_matches_four_explain_calls(shipped, adv_batch, name):
     # normalisation: the largest |value| over the four maps of each image is 1
     peak = torch.stack([m.abs().flatten(1).amax(1) for m in maps.values()]).amax(0)
     assert torch.allclose(peak, torch.ones(8), atol=1e-6)
-    raw = explain_pair(ex, model, b, normalize=False)
+    raw = ex.explain_pair(model, b, normalize=False)
     assert not raw.normalized and torch.equal(raw.scale, torch.ones(8))
     for k, a in four.items():
         _close(raw.maps()[k], a.maps, 1e-5)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_compatibility_explain_pair_equals_the_method(shipped, adv_batch, normalize):
+    model = shipped[0]
+    ex = advinterp.get_explainer("gradcampp")
+    old = advinterp_captum.explain_pair(ex, model, adv_batch, normalize=normalize)
+    new = ex.explain_pair(model, adv_batch, normalize=normalize)
+    assert advinterp_captum.PairMaps is PairMaps and type(old) is PairMaps
+    assert (old.method, old.layer, old.normalized) == (new.method, new.layer, new.normalized)
+    for f in ("x0_t0", "xadv_t0", "x0_t", "xadv_t", "scale", "t0", "t"):
+        assert torch.equal(getattr(old, f), getattr(new, f)), f
+    assert all(torch.equal(old.layer_maps[k], new.layer_maps[k]) for k in PairMaps.KEYS)
+
+
 def test_explain_pair_untargeted_and_errors(shipped):
     model, x, y = shipped
     b = advinterp.get_attack("pgd", eps=8 / 255, eps_step=2 / 255, max_iter=2).generate(model, x[:3], y[:3])
-    pair = explain_pair(advinterp.get_explainer("gradcam"), model, b)
+    pair = advinterp.get_explainer("gradcam").explain_pair(model, b)
     assert torch.equal(pair.t, b.y_adv) and torch.equal(pair.t0, b.y_true)
     with pytest.raises(ParameterError, match="batch"):
-        explain_pair(advinterp.get_explainer("gradcam"), model, (x, y))
+        advinterp.get_explainer("gradcam").explain_pair(model, (x, y))
+    with pytest.raises(ParameterError, match="batch"):
+        advinterp_captum.explain_pair(advinterp.get_explainer("gradcam"), model, (x, y))
     with pytest.raises(ParameterError, match="explainer"):
-        explain_pair("gradcam", model, b)
+        advinterp_captum.explain_pair("gradcam", model, b)
 
 
 # ------------------------------------------------------------------------------ errors

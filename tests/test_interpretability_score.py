@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import advinterp
-from advinterp import AdversarialBatch, Explainer, ParameterError, UnknownComponentError
+from advinterp import AdversarialBatch, Explainer, PairMaps, ParameterError, UnknownComponentError
+from advinterp.data import PAIR_KEYS
 from advinterp.analyzers.interpretability_score import (InterpretabilityScore, discriminative_region,
                                                         interpretability_score, table2, table2_text)
 from advinterp.testing import toy_batch, toy_model
@@ -19,6 +20,22 @@ class MeanExplainer(Explainer):
 
     def _explain(self, model, x, target):
         return x.mean(1), "input"
+
+
+class ClassExplainer(Explainer):
+    """F(x, c) = (c + 1) * channel (c mod C) of x, 2x2-average-pooled (class-dependent, half
+    resolution so the upsampling is exercised); counts the ``_explain`` calls."""
+
+    name = "test-class"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.calls = 0
+
+    def _explain(self, model, x, target):
+        self.calls += 1
+        pooled = torch.nn.functional.avg_pool2d(x, 2)
+        return pooled[torch.arange(len(x)), target % x.shape[1]] * (target + 1.0)[:, None, None], "pool"
 
 
 def _registered(name):
@@ -129,6 +146,93 @@ def test_quantile_parameter_and_precomputed_maps(toy):
         advinterp.get_analyzer("is").analyze(model, batch, maps={"x0_t0": maps["x0_t0"]})
     with pytest.raises(ParameterError, match="explainer"):
         advinterp.get_analyzer("is").analyze(model, batch, explainer=object())
+
+
+def test_pair_maps_from_explain_pair_are_accepted(toy):
+    model, batch = toy
+    exp = ClassExplainer()
+    pair = exp.explain_pair(model, batch)
+    res = advinterp.get_analyzer("is").analyze(model, batch, maps=pair)
+    ref = advinterp.get_analyzer("is").analyze(model, batch, explainer=ClassExplainer())
+    assert res.explainer == ref.explainer == "test-class"
+    np.testing.assert_array_equal(res.region_x0_t0, ref.region_x0_t0)
+    np.testing.assert_array_equal(res.region_xadv_t, ref.region_xadv_t)
+    np.testing.assert_array_equal(res.is_x0_t0, ref.is_x0_t0)
+    # a dict of the pair's maps works too; anything else with a maps() method does not
+    res2 = advinterp.get_analyzer("is").analyze(model, batch, maps=pair.maps(), explainer="test-class")
+    np.testing.assert_array_equal(res2.is_xadv_t, ref.is_xadv_t)
+
+    class DuckMaps:
+        def maps(self):
+            return pair.maps()
+
+    with pytest.raises(ParameterError, match="maps"):
+        advinterp.get_analyzer("is").analyze(model, batch, maps=DuckMaps())
+
+
+# ------------------------------------------------------------------------ Explainer.explain_many / explain_pair
+def test_explain_many_equals_explain_per_target_vector(toy):
+    model, batch = toy
+    exp = ClassExplainer()
+    many = exp.explain_many(model, batch.x0, [batch.y_true, 2])
+    assert exp.calls == 2 and len(many) == 2
+    for attr, t in zip(many, [batch.y_true, 2]):
+        one = exp.explain(model, batch.x0, t)
+        assert torch.equal(attr.maps, one.maps) and torch.equal(attr.layer_maps, one.layer_maps)
+        assert torch.equal(attr.target, one.target) and (attr.method, attr.layer) == ("test-class", "pool")
+        assert attr.maps.shape == (len(batch), 16, 16) and attr.layer_maps.shape == (len(batch), 8, 8)
+    assert not torch.equal(many[0].maps, many[1].maps)  # the maps depend on the class
+    assert exp.explain_many(model, batch.x0, []) == []
+    with pytest.raises(ParameterError, match=r"targets\[1\]"):
+        exp.explain_many(model, batch.x0, [batch.y_true, batch.y_true + 100])
+    with pytest.raises(ParameterError, match="targets"):
+        exp.explain_many(model, batch.x0, batch.y_true)
+    with pytest.raises(ParameterError, match="x"):
+        exp.explain_many(model, batch.x0[0], [0])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_explain_pair_of_any_explainer_equals_four_explain_calls(toy, normalize):
+    model, batch = toy
+    exp = ClassExplainer()
+    pair = exp.explain_pair(model, batch, normalize=normalize)
+    assert exp.calls == 2  # one _explain_many over [x0; x'] with [t0; t0] and [t; t]
+    assert isinstance(pair, PairMaps) and pair.normalized is normalize
+    assert (pair.method, pair.layer) == ("test-class", "pool") and len(pair) == len(batch)
+    assert torch.equal(pair.t0, batch.y_true) and torch.equal(pair.t, batch.target)
+    four = {"x0_t0": exp.explain(model, batch.x0, batch.y_true), "xadv_t0": exp.explain(model, batch.x_adv, batch.y_true),
+            "x0_t": exp.explain(model, batch.x0, batch.target), "xadv_t": exp.explain(model, batch.x_adv, batch.target)}
+    scale = torch.ones(len(batch))
+    if normalize:  # the common per-image maximum of |map| over the four maps at input resolution
+        scale = torch.stack([a.maps.abs().flatten(1).amax(1) for a in four.values()]).amax(0)
+    assert torch.allclose(pair.scale, scale)
+    assert list(pair.maps()) == list(PAIR_KEYS) == list(PairMaps.KEYS)
+    for k, a in four.items():
+        torch.testing.assert_close(pair.maps()[k], a.maps / scale[:, None, None], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(pair.layer_maps[k], a.layer_maps / scale[:, None, None], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ParameterError, match="batch"):
+        exp.explain_pair(model, (batch.x0, batch.y_true))
+
+
+def test_pair_maps_slicing(toy):
+    model, batch = toy
+    pair = ClassExplainer().explain_pair(model, batch)
+    n = len(pair)
+    for idx, rows in [(1, [1]), (-1, [n - 1]), (slice(1, 3), [1, 2]), (torch.tensor([3, 0]), [3, 0]),
+                      (torch.tensor([True, False, True, False]), [0, 2])]:
+        sub = pair[idx]
+        assert isinstance(sub, PairMaps) and len(sub) == len(rows)
+        assert (sub.method, sub.layer, sub.normalized) == (pair.method, pair.layer, pair.normalized)
+        for k in PAIR_KEYS:
+            assert torch.equal(getattr(sub, k), getattr(pair, k)[rows])
+            assert torch.equal(sub.layer_maps[k], pair.layer_maps[k][rows])
+        for f in ("scale", "t0", "t"):
+            assert torch.equal(getattr(sub, f), getattr(pair, f)[rows])
+    assert n == len(batch) and len(pair[n:]) == 0
+    if hasattr(PairMaps, "take"):  # generic per-image slicing of results (Result.take) agrees
+        assert torch.equal(pair.take(torch.tensor([2, 1])).layer_maps["xadv_t"], pair[[2, 1]].layer_maps["xadv_t"])
+    # slices of a pair are slices of the batch's pair
+    torch.testing.assert_close(ClassExplainer().explain_pair(model, batch[1:3]).x0_t, pair[1:3].x0_t)
 
 
 def test_zero_delta_images_get_nan_and_are_left_out_of_the_means(toy):

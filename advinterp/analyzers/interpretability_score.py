@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..components import Analyzer, Explainer, check_mask
+from ..data import PairMaps
 from ..exceptions import ParameterError
 from ..params import Param
 from ..results import Result, format_table
@@ -190,11 +191,15 @@ class InterpretabilityScoreAnalyzer(Analyzer):
     Context (optional keywords of ``analyze``):
         explainer: an :class:`~advinterp.Explainer` instance (or a registry name) used
             instead of the ``explainer`` parameter.
-        maps: precomputed maps ``{"x0_t0": F(x0, t0), "xadv_t": F(x', t)}`` (``(N, H, W)``
-            tensors at input resolution or :class:`~advinterp.Attribution`\\ s), or an object
-            whose ``maps()`` returns such a dict (``advinterp_captum.pairs.explain_pair``'s
-            ``PairMaps``); no explainer is run then. Any positive
-            per-image scaling (normalisation) leaves the regions unchanged.
+        maps: precomputed maps: a :class:`~advinterp.PairMaps` (from
+            :meth:`Explainer.explain_pair <advinterp.Explainer.explain_pair>`; its ``method``
+            names the explainer in the result) or a dict
+            ``{"x0_t0": F(x0, t0), "xadv_t": F(x', t)}`` of ``(N, H, W)`` tensors at input
+            resolution or :class:`~advinterp.Attribution`\\ s; no explainer is run then. Any
+            positive per-image scaling (normalisation) leaves the regions unchanged.
+
+    Without ``maps`` the explainer runs twice, ``explain(model, x0, t0)`` and
+    ``explain(model, x', t)`` (two different image sets, one class each).
     """
 
     name = "is"
@@ -231,11 +236,11 @@ class InterpretabilityScoreAnalyzer(Analyzer):
         n, _, h, w = batch.x0.shape
         maps = context.get("maps")
         method = ""
-        if maps is not None and callable(getattr(maps, "maps", None)):  # e.g. advinterp_captum's PairMaps
-            method, maps = str(getattr(maps, "method", "") or ""), maps.maps()
+        if isinstance(maps, PairMaps):
+            method, maps = maps.method, maps.maps()
         if maps is not None:
             if not isinstance(maps, Mapping) or not {"x0_t0", "xadv_t"} <= set(maps):
-                raise ParameterError(owner, "maps", maps, "a dict with keys 'x0_t0' and 'xadv_t'")
+                raise ParameterError(owner, "maps", maps, "a PairMaps or a dict with keys 'x0_t0' and 'xadv_t'")
             f0, fa = _maps_of(maps["x0_t0"], "maps"), _maps_of(maps["xadv_t"], "maps")
             given = context.get("explainer")
             explainer = str(method or getattr(maps["x0_t0"], "method", "") or getattr(given, "name", given)

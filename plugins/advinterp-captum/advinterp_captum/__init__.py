@@ -10,8 +10,10 @@ All take ``layer`` (None: the model's ``cam_layer``), ``relu`` and ``batch_size`
 
     attr = advinterp.get_explainer("gradcam").explain(model, x, target)
 
-:func:`explain_pair` gives the four maps F(x0, t0), F(x', t0), F(x0, t), F(x', t) of an
-:class:`advinterp.AdversarialBatch` (Fig. 3 of the PSE paper).
+:meth:`advinterp.Explainer.explain_pair` gives the four maps F(x0, t0), F(x', t0), F(x0, t),
+F(x', t) of an :class:`advinterp.AdversarialBatch` (Fig. 3 of the PSE paper) as an
+:class:`advinterp.PairMaps`; these explainers override ``_explain_many`` so it runs in shared
+passes. :func:`explain_pair` (and ``PairMaps``) stay here for compatibility.
 
 Registered through the ``advinterp`` entry point ``captum = advinterp_captum``. Captum is
 imported lazily (inside the explainers), so loading the plugin is cheap; a missing Captum
@@ -27,10 +29,24 @@ if importlib.util.find_spec("captum") is None:  # report the missing toolkit at 
     raise ModuleNotFoundError("advinterp-captum needs the captum package", name="captum")
 
 from .explainers import CAM, EXPLAINERS, CaptumLayerExplainer, GradCAM, GradCAMPlusPlus  # noqa: E402
-from .pairs import PairMaps, explain_pair  # noqa: E402
+from advinterp.data import AdversarialBatch, PairMaps  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "CaptumLayerExplainer", "EXPLAINERS", "PairMaps", "explain_pair"]
+
+
+def explain_pair(explainer: advinterp.Explainer, model, batch: AdversarialBatch, normalize: bool = True) -> PairMaps:
+    """Compatibility function: ``explainer.explain_pair(model, batch, normalize=normalize)``.
+
+    The four-map explanation moved into the core :meth:`advinterp.Explainer.explain_pair`
+    (which works for every explainer); use that. ``explainer`` must be an
+    :class:`advinterp.Explainer` instance (``ParameterError`` otherwise); ``normalize``
+    defaults to True. Returns an :class:`advinterp.PairMaps`.
+    """
+    if not isinstance(explainer, advinterp.Explainer):
+        raise advinterp.ParameterError("explain_pair", "explainer", explainer, "an advinterp.Explainer instance",
+                                       "Use advinterp.get_explainer('gradcam').")
+    return explainer.explain_pair(model, batch, normalize=normalize)
 
 
 @advinterp.hookimpl

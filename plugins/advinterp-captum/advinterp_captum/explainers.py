@@ -2,7 +2,9 @@
 
 Every explainer computes, per image ``n`` and its class ``c = target[n]``, a map at the
 resolution of ``layer`` (``None``: ``model.cam_layer``); :meth:`advinterp.Explainer.explain`
-upsamples it bilinearly to the input. Notation: ``A^k`` the layer's k-th channel,
+upsamples it bilinearly to the input. ``explain_many`` and ``explain_pair`` (several classes
+of the same images) share passes: CAM reads every class's map from one forward, Grad-CAM(++)
+run one forward + backward per class. Notation: ``A^k`` the layer's k-th channel,
 ``Y^c`` the logit of class c, ``g^k_ij = dY^c / dA^k_ij``.
 
 * CAM (Zhou et al. 2016): ``M = sum_k w_k^c A^k`` with ``w`` the weights of the linear
@@ -62,6 +64,12 @@ class CaptumLayerExplainer(Explainer):
     def _explain(self, model: ModelAdapter, x: torch.Tensor, target: torch.Tensor):
         name = self.layer_name(model)
         return self.layer_maps_multi(model, x, [target], name)[0], name
+
+    def _explain_many(self, model: ModelAdapter, x: torch.Tensor, targets: Sequence[torch.Tensor]):
+        """All target vectors in shared passes (:meth:`layer_maps_multi`): CAM one forward per
+        chunk for every target, Grad-CAM / Grad-CAM++ one forward + backward per target."""
+        name = self.layer_name(model)
+        return self.layer_maps_multi(model, x, list(targets), name), name
 
     def layer_maps_multi(self, model: ModelAdapter, x: torch.Tensor, targets: Sequence[torch.Tensor],
                          layer: str) -> list[torch.Tensor]:
