@@ -201,13 +201,9 @@ class PairMaps(Result):
 
     def __getitem__(self, idx) -> "PairMaps":
         """A sub-batch (``idx``: int, slice, index tensor or bool mask) of every ``(N, ...)``
-        field: the four maps, ``layer_maps``, ``scale``, ``t0`` and ``t``."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1 or None)
-        pick = (lambda v: None if v is None else v[idx])
-        return dataclasses.replace(self, **{k: pick(getattr(self, k)) for k in PAIR_KEYS},
-                                   layer_maps={k: v[idx] for k, v in self.layer_maps.items()},
-                                   scale=pick(self.scale), t0=pick(self.t0), t=pick(self.t))
+        field (``per_image``): the four maps, ``layer_maps``, ``scale``, ``t0`` and ``t``
+        (:meth:`Result.take`)."""
+        return self.take(idx)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"method": self.method, "layer": self.layer, "n": len(self),

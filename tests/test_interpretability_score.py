@@ -229,8 +229,10 @@ def test_pair_maps_slicing(toy):
         for f in ("scale", "t0", "t"):
             assert torch.equal(getattr(sub, f), getattr(pair, f)[rows])
     assert n == len(batch) and len(pair[n:]) == 0
-    if hasattr(PairMaps, "take"):  # generic per-image slicing of results (Result.take) agrees
-        assert torch.equal(pair.take(torch.tensor([2, 1])).layer_maps["xadv_t"], pair[[2, 1]].layer_maps["xadv_t"])
+    assert torch.equal(pair[[2, 1]].layer_maps["xadv_t"], pair.layer_maps["xadv_t"][[2, 1]])
+    # pieces merge back into the pair (Result.merge over per_image)
+    merged = PairMaps.merge([pair[:1], pair[1:]])
+    assert all(torch.equal(getattr(merged, k), getattr(pair, k)) for k in (*PAIR_KEYS, "scale", "t0", "t"))
     # slices of a pair are slices of the batch's pair
     torch.testing.assert_close(ClassExplainer().explain_pair(model, batch[1:3]).x0_t, pair[1:3].x0_t)
 
