@@ -22,7 +22,8 @@ from .model import ModelAdapter, as_adapter
 from .params import Param, validate
 from .results import Result
 
-__all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_labels", "check_mask"]
+__all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_labels", "check_mask",
+           "check_context", "as_dataset", "load_items", "load_labels"]
 
 
 class Component:
@@ -408,7 +409,7 @@ class Analyzer(Component):
 
     def analyze(self, model: Any, batch: AdversarialBatch, **context: Any) -> Result:
         owner = f"{type(self).__name__}.analyze"
-        _check_context(self, owner, context)
+        check_context(self, owner, context)
         if not isinstance(batch, AdversarialBatch):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
                                  "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")
@@ -422,7 +423,7 @@ class Analyzer(Component):
         raise NotImplementedError
 
 
-def _check_context(component: Component, owner: str, context: Mapping[str, Any]) -> None:
+def check_context(component: Component, owner: str, context: Mapping[str, Any]) -> None:
     """Refuse context keywords outside ``component.context_keys`` (``None``: not checked)."""
     keys = getattr(component, "context_keys", None)
     if keys is None:
@@ -482,7 +483,7 @@ class Probe(Component):
             **context: the probe's context keywords (``context_keys``).
         """
         owner = f"{type(self).__name__}.run"
-        _check_context(self, owner, context)
+        check_context(self, owner, context)
         if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int)
                                        or shard_size < 1):
             raise ParameterError(owner, "shard_size", shard_size, "a positive integer or None")

@@ -7,7 +7,8 @@ from torch import nn
 
 import advinterp
 from advinterp import AdversarialBatch, ModelAdapter, ParameterError
-from advinterp.ablation import ReferenceGridAblation, get_ablation_backend, grid_boxes
+from advinterp.ablation import ReferenceGridAblation, grid_boxes
+from advinterp.registry import get_ablation_backend
 from advinterp.analyzers.pse import (PSEAnalyzer, PSEResult, ablated_class_logits, default_grid_size, grid_norms,
                                      psr_category, pse_grids, sensitivity, table1)
 from advinterp.testing import assert_model_unchanged

@@ -117,6 +117,8 @@ class InterpretabilityScore(Result):
     quantile: float = 0.7
     success: np.ndarray | None = None
 
+    per_image = ("is_x0_t0", "is_xadv_t", "region_x0_t0", "region_xadv_t", "success")
+
     def mean(self, which: str = "x0_t0", success_only: bool = False) -> float:
         """Mean IS w.r.t. ``"x0_t0"`` or ``"xadv_t"`` over images with ``delta != 0``
         (only the successful ones with ``success_only``)."""
@@ -204,6 +206,8 @@ class InterpretabilityScoreAnalyzer(Analyzer):
 
     name = "is"
     context_keys = ("explainer", "maps")
+    shardable = True
+    per_image_context = ("maps",)
     params = {
         "explainer": Param(
             "cam", lambda v: isinstance(v, str) and bool(v), "a registered explainer name",
