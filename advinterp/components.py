@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
-from .data import AdversarialBatch, Attribution
+from .data import AdversarialBatch, Attribution, PairMaps
 from .exceptions import ParameterError
 from .model import ModelAdapter, as_adapter
 from .params import Param, validate
@@ -286,7 +286,7 @@ class Explainer(Component):
                                  "For one target vector use explain(model, x, target).")
         return self._explain_checked(owner, model, x, targets, tuple(f"targets[{i}]" for i in range(len(targets))))
 
-    def explain_pair(self, model: Any, batch: AdversarialBatch, normalize: bool = True) -> "PairMaps":
+    def explain_pair(self, model: Any, batch: AdversarialBatch, normalize: bool = True) -> PairMaps:
         """F(x0, t0), F(x', t0), F(x0, t), F(x', t) of an adversarial batch (Fig. 3 of the PSE paper).
 
         One ``_explain_many`` call on the stacked ``[x0; x']`` (``2N`` images) with the two
@@ -306,8 +306,6 @@ class Explainer(Component):
             ``scale`` ``(N,)`` (the divisor; ones when not normalised), on ``batch.x0``'s
             device and dtype.
         """
-        from .data import PairMaps
-
         owner = f"{type(self).__name__}.explain_pair"
         if not isinstance(batch, AdversarialBatch):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",

@@ -35,8 +35,8 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
         x0, x_adv: ``(N, C, H, W)`` pixels in [0, 1].
         maps: ``{key: (N, H, W) tensor or Attribution}`` with keys among ``"x0_t0"``,
             ``"xadv_t0"``, ``"x0_t"``, ``"xadv_t"`` (shown in that order; missing keys are
-            left out), or an object whose ``maps()`` returns that dict (``PairMaps`` of
-            ``advinterp_captum.pairs.explain_pair``; its ``t0``/``t`` label the rows).
+            left out), or a :class:`~advinterp.PairMaps` (``Explainer.explain_pair``; its
+            ``t0``/``t`` label the rows).
         n: images shown (default 4; fewer if the batch is smaller).
         classes: class names for the row titles (default: indices).
         titles: one row title per image (overrides the default ``"t0 -> t"``).
@@ -48,7 +48,9 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
     """
     from matplotlib.figure import Figure
 
-    if callable(getattr(maps, "maps", None)):  # advinterp_captum's PairMaps
+    from ..data import PairMaps
+
+    if isinstance(maps, PairMaps):
         y_true = getattr(maps, "t0", None) if y_true is None else y_true
         target = getattr(maps, "t", None) if target is None else target
         maps = maps.maps()
