@@ -14,7 +14,7 @@ STAMP := $(VENV)/.advinterp-installed
 GRIDABLATE_STAMP := $(VENV)/.advinterp-gridablate-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install browser demo test bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,21 @@ install: $(STAMP) $(GRIDABLATE_STAMP)
 demo: install
 	$(VENV)/bin/advinterp demo
 
-test: install
+# The report's browser test (tests/test_report_browser.py) drives Debian's chromium through
+# playwright; `playwright install` (a browser download) is never used. As root, install the
+# distribution's chromium when it is missing. Never fatal: without chromium the browser test
+# skips, saying why — or fails where ADVINTERP_REQUIRE_BROWSER is set (.ci/run sets it).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then why="not root"; \
+	elif ! command -v apt-get >/dev/null; then why="no apt-get"; \
+	else echo "browser: installing chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && exit 0; \
+	  why="apt-get install chromium failed"; fi; \
+	echo "browser: no $(CHROMIUM) ($$why): install Debian's chromium, or the report's browser test skips"
+
+test: install browser
 	MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
