@@ -1,9 +1,9 @@
 """advinterp-dissect: network dissection (A8), unit sensitivity and significance (A9), detector
-views (A10), the streaming quantile and the Broden reader's error reporting."""
+views (A10), the streaming quantile and the Broden reader's error reporting. The probe's
+sharding, its conformance and the report sections: tests/test_dissect_probe.py."""
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 import pytest
@@ -395,25 +395,30 @@ def test_sensitivity_analysis_views_figures_and_report(world_dissection, synthet
     assert len(section.tables) == 6
 
 
-def test_registered_dissection_analyzer(hand, synthetic_model):
+def test_registered_dissection_probe(hand, synthetic_model):
     model = _pixel_model()
-    x = torch.rand(2, 3, 4, 4)
-    batch = advinterp.AdversarialBatch.from_pair(x, x.flip(0), torch.zeros(2, dtype=torch.long))
-    an = advinterp.get_analyzer("dissection", layers=["features"], quantile=0.1, bins=64)
-    d = assert_model_unchanged(model, lambda: an.analyze(model, batch, broden=hand))
+    probe = advinterp.get_probe("dissection", layers=["features"], quantile=0.1, bins=64)
+    assert (probe.needs_data, probe.context_keys, probe.shardable, probe.passes) == (False, (), True, 3)
+    d = assert_model_unchanged(model, lambda: probe.run(model, hand))
     ref = dissect(model, hand, ["features"], quantile=0.1, bins=64)
-    np.testing.assert_array_equal(d["features"].intersection, ref["features"].intersection)
-    np.testing.assert_array_equal(d["features"].thresholds, ref["features"].thresholds)
-    big = advinterp.AdversarialBatch.from_pair(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64),
-                                               torch.zeros(1, dtype=torch.long))
-    emb = advinterp.get_analyzer("dissection", layers=["layer1"], synthetic_n=6).analyze(synthetic_model, big)
+    for got in (d, probe.run(model, BrodenDataset(hand)), probe.run(model, hand, shard_size=1),
+                advinterp.get_probe("dissection", broden=str(hand), layers=["features"], quantile=0.1, bins=64).run(model)):
+        np.testing.assert_array_equal(got["features"].intersection, ref["features"].intersection)
+        np.testing.assert_array_equal(got["features"].thresholds, ref["features"].thresholds)
+        assert got.dataset == str(hand)
+    emb = advinterp.get_probe("dissection", layers=["layer1"], synthetic_n=6).run(synthetic_model)
     assert emb.n_images == 6 and "embedded world" in emb.dataset and emb["layer1"].label_size == (64, 64)
-    with pytest.raises(ParameterError, match="broden"):
-        an.analyze(model, batch, broden=3)
+    assert "dissection" not in {i.name for i in advinterp.list_components("analyzer")}
+    with pytest.raises(ParameterError, match="data"):
+        probe.run(model, 3)
+    with pytest.raises(ParameterError, match="data"):
+        probe.run(model, (torch.rand(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)))   # not Broden data
     with pytest.raises(ParameterError, match="nope"):
-        an.analyze(model, batch, nope=1)
+        probe.run(model, hand, nope=1)
+    with pytest.raises(ParameterError, match="shard_size"):
+        probe.run(model, hand, shard_size=0)
     with pytest.raises(ParameterError, match="quantile"):
-        advinterp.get_analyzer("dissection", quantile=1.5)
+        advinterp.get_probe("dissection", quantile=1.5)
 
 
 def test_dissect_rejects_bad_arguments(hand):
@@ -520,18 +525,3 @@ def test_primary_categories_follow_netdissects_coverage_rule(hand):
     assert ds.primary_categories(["color", "object"]) == {1: "color", 2: "color", 3: "object", 4: "object"}
     with pytest.raises(ParameterError, match="categories"):
         ds.primary_categories(["texture"])
-
-
-# ---------------------------------------------------------------------------- the demo step
-def test_demo_step(tmp_path, synthetic_model):
-    from advinterp.demo import STEPS, DemoContext, step_dissection
-
-    assert step_dissection in STEPS
-    ctx = DemoContext(out=tmp_path, n=12, n_attack=8, seed=0, log=lambda s: None,
-                      models={"synthetic-cnn": synthetic_model})
-    section = step_dissection(ctx)
-    assert section.figures and all((tmp_path / rel).is_file() for _, rel in section.figures)
-    assert sorted(p.name for p in (tmp_path / "dissection").glob("tally_*.csv")) == [
-        f"tally_{n}.csv" for n in LAYERS]
-    assert (tmp_path / "results" / "dissection.pt").is_file()
-    assert "dissection" in ctx.summary and math.isfinite(ctx.summary["dissection"]["seconds"])

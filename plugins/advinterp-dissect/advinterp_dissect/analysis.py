@@ -28,7 +28,8 @@ from advinterp.model import as_adapter
 from advinterp.params import Param
 from advinterp.results import Result
 
-from .dissection import Dissection, DissectionAnalyzer, open_broden
+from .dissection import Dissection, open_broden
+from .probe import DissectionProbe
 from .sensitivity import unit_sensitivity
 from .significance import DEFAULT_NS, SignificanceTest, significance_test, top_sensitive
 
@@ -197,7 +198,7 @@ class UnitSensitivityAnalyzer(Analyzer):
     Parameters: ``layers`` (None: the dissected layers), ``ns`` ((10, 20, 30, 50, 80, 100),
     clipped to the layer width), ``n_draws`` (10000), ``seed`` (0), ``detector_n`` (100),
     ``iou_threshold`` (0.04), ``batch_size`` (64), ``dissection_params`` (None or a dict of
-    the ``dissection`` analyzer's parameters, used when no dissection is given).
+    the ``dissection`` probe's parameters, used when no dissection is given).
 
     Context (optional keywords of ``analyze``): ``dissection=`` a precomputed
     :class:`~advinterp_dissect.dissection.Dissection` of the model (else the model is
@@ -221,7 +222,7 @@ class UnitSensitivityAnalyzer(Analyzer):
         "batch_size": Param.integer(64, low=1),
         "dissection_params": Param(None, lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str)
                                                                                             for k in v)),
-                                   "None or a dict of the dissection analyzer's parameters", invalid=("x", [1])),
+                                   "None or a dict of the dissection probe's parameters", invalid=("x", [1])),
     }
     conformance_params = {"ns": (2, 4), "n_draws": 200, "detector_n": 4,
                           "dissection_params": {"synthetic_n": 8, "synthetic_size": 24, "bins": 64, "batch_size": 4}}
@@ -230,10 +231,10 @@ class UnitSensitivityAnalyzer(Analyzer):
     def _check_params(self) -> None:
         if self.dissection_params:
             try:
-                DissectionAnalyzer(**self.dissection_params)
+                DissectionProbe(**self.dissection_params)
             except ParameterError as e:
                 raise ParameterError(type(self).__name__, "dissection_params", self.dissection_params,
-                                     "valid parameters of the dissection analyzer", str(e)) from None
+                                     "valid parameters of the dissection probe", str(e)) from None
 
     def _analyze(self, model, batch, **context):
         owner = f"{type(self).__name__}.analyze"
@@ -245,8 +246,8 @@ class UnitSensitivityAnalyzer(Analyzer):
             broden = context.get("broden")
             if broden is not None:
                 broden = open_broden(broden, owner=owner)
-            d = DissectionAnalyzer(**params).run(model, broden)
+            d = DissectionProbe(**params).run(model, broden)
         elif not isinstance(d, Dissection):
-            raise ParameterError(owner, "dissection", d, "a Dissection (from dissect() or the dissection analyzer)")
+            raise ParameterError(owner, "dissection", d, "a Dissection (from dissect() or the dissection probe)")
         return _analyze_layers(model, d, batch, self.layers, tuple(self.ns), self.n_draws, self.seed,
                                self.detector_n, self.iou_threshold, None, self.batch_size)

@@ -28,7 +28,9 @@ detector when ``max_c IoU(k, c) > iou_threshold`` (0.04).
 
 Two passes over the data, as NetDissect: (1) the thresholds, by
 :class:`~advinterp_dissect.quantile.StreamingQuantile` (fixed memory; NetDissect takes the
-quantile of the raw, not upsampled, activations and so does this), (2) the tallies. The
+quantile of the raw, not upsampled, activations and so does this), (2) the tallies; run by
+:func:`~advinterp_dissect.probe.dissect` and the ``dissection`` probe
+(:class:`~advinterp_dissect.probe.DissectionProbe`), which cuts them into shards exactly. The
 tallies are accumulated on the model's device with batched matrix products (one-hot label
 tensors of the labels present in the batch, ``bmm`` with the unit masks): no Python loop
 over units or labels. Memory per step is about ``batch_size * sh * sw * (units_chunk +
@@ -45,29 +47,21 @@ Example::
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from advinterp.components import Analyzer
-from advinterp.datasets.broden import BrodenDataset, export_broden
+from advinterp.datasets.broden import BrodenDataset
 from advinterp.exceptions import DatasetFormatError, IncompatibleModelError, ParameterError
-from advinterp.model import ModelAdapter, as_adapter
-from advinterp.params import Param
-from advinterp.progress import progress_bar
+from advinterp.model import ModelAdapter
 from advinterp.results import Result
 
-from .quantile import StreamingQuantile
-
-__all__ = ["Vocabulary", "LayerDissection", "Dissection", "DissectionAnalyzer", "dissect", "open_broden",
-           "TALLY_FIELDS", "images_to_tensor", "threshold_as"]
+__all__ = ["Vocabulary", "LayerDissection", "Dissection", "open_broden", "TALLY_FIELDS", "images_to_tensor",
+           "threshold_as"]
 
 #: The fixed leading columns of NetDissect-Lite's ``tally.csv``; then, per category ``cat``
 #: (in dataset order): ``cat-label, cat-truth, cat-activation, cat-intersect, cat-iou``.
@@ -419,209 +413,3 @@ def _spatial(acts: dict[str, torch.Tensor], layer: str, model: ModelAdapter) -> 
         raise IncompatibleModelError(f"{model.name}: layer {layer!r} outputs shape {tuple(a.shape)}; dissection "
                                      "needs spatial (N, units, h, w) activation maps (a convolutional layer).")
     return a
-
-
-# ---------------------------------------------------------------------------- the algorithm
-def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, *, quantile: float = 0.005,
-            iou_threshold: float = 0.04, batch_size: int = 32, bins: int = 2048,
-            categories: Sequence[str] | None = None, resolution: Any = None,
-            thresholds: Mapping[str, Any] | None = None, progress: bool | None = None,
-            max_elements: int = 1 << 22) -> Dissection:
-    """Dissect ``layers`` of ``model`` over a Broden dataset (module docstring; eq. 7).
-
-    Args:
-        model: :class:`~advinterp.ModelAdapter` (or ``nn.Module``); never changed.
-        broden: a :class:`~advinterp.datasets.broden.BrodenDataset` or a Broden folder.
-            Its images are fed to the model as they are (use ``resolution`` to resize).
-        layers: layer names (default: ``model.feature_layers()``), each with a spatial
-            ``(N, U, h, w)`` output.
-        quantile: top quantile of each unit's activations defining ``T_k`` (default
-            0.005, NetDissect's; the PSE paper's text says 5 %: pass 0.05).
-        iou_threshold: detector threshold kept in the result for its summaries (0.04).
-        batch_size: images per step in both passes (default 32).
-        bins: histogram bins of the streaming quantile (default 2048; tolerance = one bin).
-        categories: concept categories to score (default: all of the dataset's).
-        resolution: when ``broden`` is a path: resize images and labels to this size
-            (int or ``(h, w)``, default None: as stored).
-        thresholds: ``{layer: (U,) T_k}`` to skip the quantile pass (e.g. another
-            dissection's :meth:`Dissection.thresholds`).
-        progress: show progress bars (default: when on a terminal).
-        max_elements: bound on ``batch * units_chunk * sh * sw`` per mask tensor (2**22).
-
-    Returns:
-        :class:`Dissection`.
-    """
-    owner = "dissect"
-    adapter = as_adapter(model)
-    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
-        raise ParameterError(owner, "quantile", quantile, "a number in (0, 1)")
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) or not 0 <= iou_threshold < 1:
-        raise ParameterError(owner, "iou_threshold", iou_threshold, "a number in [0, 1)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(owner, "batch_size", batch_size, "a positive integer")
-    if isinstance(max_elements, bool) or not isinstance(max_elements, int) or max_elements < 1:
-        raise ParameterError(owner, "max_elements", max_elements, "a positive integer")
-    ds = open_broden(broden, resolution=resolution, owner=owner)
-    if len(ds) == 0:
-        raise ParameterError(owner, "broden", broden, "a dataset with at least one image")
-    cats = list(ds.categories if categories is None else ([categories] if isinstance(categories, str)
-                                                           else categories))
-    if not cats or any(c not in ds.categories for c in cats):
-        raise ParameterError(owner, "categories", categories, f"a non-empty subset of {ds.categories}")
-    layers = _check_layers(adapter, layers, owner)
-    vocab, col_of = _vocabulary(ds, cats)
-    dev, dtype = adapter.device, adapter.dtype
-    n_batches = math.ceil(len(ds) / batch_size)
-
-    with adapter.preserved(freeze=True), torch.no_grad():
-        # ---- pass 1: per-unit thresholds
-        T: dict[str, torch.Tensor] = {}
-        tol: dict[str, torch.Tensor] = {}
-        act_size: dict[str, tuple[int, int]] = {}
-        if thresholds is not None:
-            for name in layers:
-                if name not in thresholds:
-                    raise ParameterError(owner, "thresholds", thresholds, f"a threshold vector for every layer ({name!r} missing)")
-                T[name] = torch.as_tensor(np.asarray(thresholds[name], dtype=np.float64)).to(dev)
-                tol[name] = torch.zeros_like(T[name])
-        else:
-            sketches: dict[str, StreamingQuantile] = {}
-            for images in progress_bar(ds.image_batches(batch_size), desc="dissection 1/2: quantiles",
-                                          total=n_batches, disable=None if progress is None else not progress):
-                acts = adapter.activations(images_to_tensor(images, dev, dtype), layers)
-                for name in layers:
-                    a = _spatial(acts, name, adapter)
-                    if name not in sketches:
-                        sketches[name] = StreamingQuantile(a.shape[1], bins=bins, device=dev)
-                    sketches[name].update(a.transpose(0, 1).reshape(a.shape[1], -1))
-            for name, sq in sketches.items():
-                T[name], tol[name] = sq.quantile(1.0 - quantile), sq.width.clone()
-
-        # ---- pass 2: tallies
-        G, C = len(cats), len(vocab)
-        catmat = torch.zeros(C, G, device=dev, dtype=dtype)
-        if C:
-            catmat[torch.arange(C, device=dev), torch.from_numpy(vocab.category).to(dev)] = 1.0
-        tallies: dict[str, dict[str, torch.Tensor]] = {}
-        label_size = None
-        for images, items in progress_bar(ds.batches(batch_size), desc="dissection 2/2: IoU",
-                                          total=n_batches, disable=None if progress is None else not progress):
-            acts = adapter.activations(images_to_tensor(images, dev, dtype), layers)
-            L, present, label_size = _label_batch(items, ds, cats, col_of, dev, dtype)
-            B, S, P = L.shape
-            pres = torch.from_numpy(present).to(dev)
-            cat_b = catmat[pres]                                           # (P, G)
-            truth_b = L.sum((0, 1)).double()
-            for name in layers:
-                a = _spatial(acts, name, adapter)
-                U = a.shape[1]
-                act_size[name] = tuple(a.shape[-2:])
-                if T[name].shape != (U,):
-                    raise ParameterError(owner, "thresholds", thresholds, f"{U} thresholds for layer {name!r}")
-                t = tallies.setdefault(name, {
-                    "inter": torch.zeros(U, C, dtype=torch.float64, device=dev),
-                    "act": torch.zeros(U, G, dtype=torch.float64, device=dev),
-                    "truth": torch.zeros(C, dtype=torch.float64, device=dev),
-                    "pixels": torch.zeros(U, dtype=torch.float64, device=dev)})
-                t["truth"].index_add_(0, pres, truth_b)
-                thr = threshold_as(T[name], a.dtype)[:, None, None]
-                chunk = max(1, max_elements // max(1, B * S))
-                for u0 in range(0, U, chunk):  # memory chunks of units, not one unit at a time
-                    u1 = min(U, u0 + chunk)
-                    up = (a[:, u0:u1] if tuple(a.shape[-2:]) == label_size else
-                          F.interpolate(a[:, u0:u1], size=label_size, mode="bilinear", align_corners=False))
-                    M = (up > thr[u0:u1]).flatten(2).to(dtype)                   # (B, u, S)
-                    size = M.sum(2)                                               # (B, u)
-                    inter = torch.bmm(M, L)                                       # (B, u, P)
-                    gate = torch.matmul(inter, cat_b) > 0                         # (B, u, G)
-                    t["act"][u0:u1] += (size.double()[..., None] * gate).sum(0)
-                    t["inter"][u0:u1].index_add_(1, pres, inter.double().sum(0))
-                    t["pixels"][u0:u1] += size.double().sum(0)
-
-    out = {}
-    for name in layers:
-        t = tallies[name]
-        out[name] = LayerDissection(
-            layer=name, thresholds=T[name].double().cpu().numpy(), threshold_tolerance=tol[name].double().cpu().numpy(),
-            intersection=t["inter"].cpu().numpy(), activation=t["act"].cpu().numpy(), truth=t["truth"].cpu().numpy(),
-            unit_pixels=t["pixels"].cpu().numpy(), vocabulary=vocab, n_images=len(ds),
-            label_size=tuple(int(s) for s in label_size), activation_size=tuple(int(s) for s in act_size[name]))
-    return Dissection(out, model=adapter.name, dataset=str(ds.root), quantile=float(quantile),
-                      iou_threshold=float(iou_threshold), n_images=len(ds))
-
-
-# ---------------------------------------------------------------------------- analyzer
-def _layers_ok(v) -> bool:
-    return v is None or (isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(s, str) and s for s in v))
-
-
-def _frac_ok(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < 1
-
-
-def _size_ok(v) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v > 0
-    return (isinstance(v, (list, tuple)) and len(v) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v))
-
-
-class DissectionAnalyzer(Analyzer):
-    """Network dissection (A8, eq. 7): per-unit IoU with Broden concepts, detectors, tally.csv.
-
-    Parameters: ``broden`` (None: the embedded world exported to Broden format,
-    ``synthetic_n`` scenes of ``synthetic_size`` pixels, in a temporary folder; or a Broden
-    folder), ``layers`` (None: ``model.feature_layers()``), ``quantile`` (0.005),
-    ``iou_threshold`` (0.04), ``batch_size`` (32), ``bins`` (2048), ``categories`` (None:
-    all), ``resolution`` (None), ``synthetic_n`` (200), ``synthetic_size`` (64).
-
-    Context (optional keywords of ``analyze``): ``broden=`` a
-    :class:`~advinterp.datasets.broden.BrodenDataset` or folder, instead of the parameter.
-
-    Dissection characterises the model's units on the (clean) Broden data, so the
-    adversarial ``batch`` is only validated; the ``unit_sensitivity`` analyzer uses it.
-    """
-
-    name = "dissection"
-    context_keys = ("broden",)
-    params = {
-        "broden": Param(None, lambda v: v is None or (isinstance(v, (str, Path)) and str(v) != ""),
-                        "None (the embedded world) or the path of a Broden folder", invalid=(3, "")),
-        "layers": Param(None, _layers_ok, "None or a non-empty list of layer names", invalid=("layer4", [1], [])),
-        "quantile": Param(0.005, _frac_ok, "a number in (0, 1)", doc="top quantile defining T_k",
-                          invalid=(0, 1, "x")),
-        "iou_threshold": Param.number(0.04, low=0.0, high=0.999, doc="detector threshold on max_c IoU(k, c)"),
-        "batch_size": Param.integer(32, low=1),
-        "bins": Param(2048, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2 and v % 2 == 0,
-                      "an even integer >= 2", doc="streaming-quantile histogram bins", invalid=(3, 0, 2.0)),
-        "categories": Param(None, _layers_ok, "None or a non-empty list of category names", invalid=("color", [])),
-        "resolution": Param(None, _size_ok, "None, a positive int or an (h, w) pair", invalid=(0, (1, 2, 3), "x")),
-        "synthetic_n": Param.integer(200, low=1, doc="scenes exported when broden is None"),
-        "synthetic_size": Param.integer(64, low=24, doc="scene size when broden is None"),
-    }
-    conformance_params = {"synthetic_n": 8, "synthetic_size": 24, "bins": 64, "batch_size": 4}
-    conformance_context: dict[str, Any] = {}
-
-    def run(self, model: Any, broden: Any = None, progress: bool | None = None) -> Dissection:
-        """Dissect ``model`` with this analyzer's parameters (``broden`` overrides the
-        parameter); the embedded world is exported to a temporary folder when neither is
-        given."""
-        adapter = as_adapter(model)
-        src = broden if broden is not None else self.broden
-        kw = dict(layers=self.layers, quantile=self.quantile, iou_threshold=self.iou_threshold,
-                  batch_size=self.batch_size, bins=self.bins, categories=self.categories, progress=progress)
-        if src is not None:
-            return dissect(adapter, src, resolution=self.resolution, **kw)
-        from advinterp.datasets.synthetic import SyntheticWorld
-
-        with tempfile.TemporaryDirectory(prefix="advinterp-broden-") as tmp:
-            root = export_broden(tmp, SyntheticWorld(size=self.synthetic_size), n=self.synthetic_n, split="val")
-            d = dissect(adapter, root, resolution=self.resolution, **kw)
-        # the temporary folder is gone: name the data by what it was
-        return dataclasses.replace(d, dataset=f"embedded world ({self.synthetic_n} val scenes of "
-                                               f"{self.synthetic_size}px, export_broden)")
-
-    def _analyze(self, model, batch, **context):
-        return self.run(model, context.get("broden"))

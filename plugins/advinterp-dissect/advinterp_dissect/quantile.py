@@ -23,6 +23,18 @@ alternate range extensions up and down); estimates are also
 clamped to the exact ``[min_k, max_k]``, and ranks among the values equal to the minimum
 (ReLU zeros) are answered exactly.
 
+Sharded, exactly. Histograms of two shards cannot simply be added: each shard's grid
+depends on the values it saw first, and re-binning counts onto another grid is not exact
+(bin edges do not line up). But the grid a sequential run goes through depends only on the
+per-unit ``[min, max]`` of each batch, and a doubling is a linear map of the counts. So
+(:class:`GridSchedule`): a first pass records every batch's range; replaying
+:meth:`StreamingQuantile.extend` on them gives the grid of every batch and the doublings
+after it; each shard then counts its values on the grid of their batch (:meth:`add`) and
+carries the counts forward through the later doublings; the shards' sketches, all on the
+final grid, merge by summation (:meth:`StreamingQuantile.merge`) into the very counts,
+minimum, maximum and ``n_min`` of the sequential run, so :meth:`quantile` is bit-identical.
+:class:`QuantileState` is a sketch as a saveable :class:`~advinterp.results.Result`.
+
 Example::
 
     sq = StreamingQuantile(units=64, bins=2048)
@@ -32,14 +44,44 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from advinterp.exceptions import ParameterError
+from advinterp.results import Result
 
-__all__ = ["StreamingQuantile"]
+__all__ = ["StreamingQuantile", "QuantileState", "GridSchedule", "Doubling"]
 
 #: Values per chunk when binning (bounds the temporary index tensors to ~64 MB).
 _CHUNK = 1 << 23
+
+#: One doubling of a histogram's range: ``(need, down)`` ``(units,)`` bool, the units whose
+#: range doubles and, among them, those extended downwards (the others upwards).
+Doubling = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class QuantileState(Result):
+    """A :class:`StreamingQuantile` as data (a shard's partial sketch; saveable).
+
+    Attributes: as :class:`StreamingQuantile` (``counts``, ``lo``, ``width``, ``min``,
+    ``max``, ``n_min`` on the CPU), ``count`` and ``started`` (whether the grid is set).
+    """
+
+    counts: torch.Tensor
+    lo: torch.Tensor
+    width: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+    n_min: torch.Tensor
+    count: int
+    started: bool
+
+    kind = "quantile_sketch"
+
+    def rows(self) -> list[dict]:
+        return [{"units": int(self.counts.shape[0]), "bins": int(self.counts.shape[1]), "count": self.count}]
 
 
 class StreamingQuantile:
@@ -59,6 +101,7 @@ class StreamingQuantile:
         lo, width: ``(units,)`` float64 histogram origin and bin width; bin ``j`` of unit
             ``k`` covers ``[lo_k + j width_k, lo_k + (j + 1) width_k)``.
         counts: ``(units, bins)`` int64.
+        started: whether the grid (``lo``, ``width``) is set (by the first :meth:`extend`).
     """
 
     def __init__(self, units: int, bins: int = 2048, device: str | torch.device | None = None):
@@ -69,6 +112,7 @@ class StreamingQuantile:
         self.units, self.bins = units, bins
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.count = 0
+        self.started = False
         self.counts = torch.zeros(units, bins, dtype=torch.int64, device=self.device)
         self.lo = torch.zeros(units, dtype=torch.float64, device=self.device)
         self.width = torch.ones(units, dtype=torch.float64, device=self.device)
@@ -80,26 +124,84 @@ class StreamingQuantile:
     def update(self, values: torch.Tensor) -> "StreamingQuantile":
         """Add ``values`` ``(units, n)`` (row ``k`` = new values of unit ``k``); returns self.
 
-        Non-finite values raise :class:`ParameterError` (a NaN activation would make every
-        quantile meaningless)."""
-        if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[0] != self.units:
-            raise ParameterError("StreamingQuantile.update", "values", values,
-                                 f"a tensor of shape ({self.units}, n)")
-        if values.shape[1] == 0:
+        The same as :meth:`extend` to the values' range, then :meth:`add`. Non-finite
+        values raise :class:`ParameterError` (a NaN activation would make every quantile
+        meaningless)."""
+        v = self._values(values, "StreamingQuantile.update")
+        if v is None:
             return self
-        v = values.detach().to(self.device)
-        vmin, vmax = v.amin(1).double(), v.amax(1).double()
-        if not bool(torch.isfinite(vmin).all() and torch.isfinite(vmax).all()):  # NaN propagates to min/max
-            raise ParameterError("StreamingQuantile.update", "values", values, "finite values",
+        vmin, vmax = self.range_of(v, "StreamingQuantile.update")
+        self.extend(vmin, vmax)
+        return self._add(v, vmin, vmax)
+
+    def _values(self, values: torch.Tensor, owner: str) -> torch.Tensor | None:
+        if not isinstance(values, torch.Tensor) or values.ndim != 2 or values.shape[0] != self.units:
+            raise ParameterError(owner, "values", values, f"a tensor of shape ({self.units}, n)")
+        return values.detach().to(self.device) if values.shape[1] else None
+
+    @staticmethod
+    def range_of(values: torch.Tensor, owner: str = "StreamingQuantile") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(min, max)`` float64 per row of ``values`` ``(units, n)``; ParameterError when
+        not finite (NaN propagates to both)."""
+        vmin, vmax = values.amin(1).double(), values.amax(1).double()
+        if not bool(torch.isfinite(vmin).all() and torch.isfinite(vmax).all()):
+            raise ParameterError(owner, "values", values, "finite values",
                                  "The model produced NaN or inf activations.")
-        if self.count == 0:
+        return vmin, vmax
+
+    def extend(self, vmin: torch.Tensor, vmax: torch.Tensor) -> list[Doubling]:
+        """Make every unit's histogram cover ``[vmin, vmax]`` (``(units,)`` float64, finite):
+        the first call sets the grid (origin ``vmin``, ``bins`` bins over the span), later
+        calls double the range of the units it does not cover. Returns the doublings done,
+        in order (none on the first call)."""
+        vmin, vmax = vmin.to(self.device, torch.float64), vmax.to(self.device, torch.float64)
+        if not self.started:
             self.lo = vmin.clone()
             span = vmax - vmin
             # a constant first batch gets a tiny positive width; later values widen it by doubling
             floor = torch.clamp(vmin.abs(), min=1e-6) * 2.0 ** -20
             self.width = torch.maximum(span / self.bins, floor)
-        else:
-            self._cover(vmin, vmax)
+            self.started = True
+            return []
+        done = []
+        while True:
+            down = vmin < self.lo
+            up = (vmax > self.lo + self.bins * self.width) & ~down
+            need = down | up
+            if not bool(need.any()):
+                return done
+            self.double(need, down)
+            done.append((need, down))
+
+    def double(self, need: torch.Tensor, down: torch.Tensor) -> "StreamingQuantile":
+        """Double the range of the units ``need``: downwards where ``down`` (old bins land in
+        the upper half), else upwards (lower half), merging bins pairwise; returns self."""
+        need, down = need.to(self.device), down.to(self.device) & need.to(self.device)
+        if self.count:  # an empty histogram has nothing to merge
+            half = self.bins // 2
+            merged = self.counts[need].view(-1, half, 2).sum(-1)
+            new = torch.zeros(int(need.sum()), self.bins, dtype=torch.int64, device=self.device)
+            d = down[need]
+            new[d, half:] = merged[d]      # extend downwards: old bins land in the upper half
+            new[~d, :half] = merged[~d]    # extend upwards: old bins land in the lower half
+            self.counts[need] = new
+        self.lo = torch.where(down, self.lo - self.bins * self.width, self.lo)
+        self.width = torch.where(need, self.width * 2, self.width)
+        return self
+
+    def add(self, values: torch.Tensor) -> "StreamingQuantile":
+        """Count ``values`` ``(units, n)`` on the current grid, which must cover them
+        (:meth:`extend` to a range holding them first; values outside land in the edge
+        bins); returns self."""
+        if not self.started:
+            raise ParameterError("StreamingQuantile.add", "values", values, "values after extend() set the grid")
+        v = self._values(values, "StreamingQuantile.add")
+        if v is None:
+            return self
+        vmin, vmax = self.range_of(v, "StreamingQuantile.add")
+        return self._add(v, vmin, vmax)
+
+    def _add(self, v: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> "StreamingQuantile":
         at_min = (v == vmin.to(v.dtype)[:, None]).sum(1)
         self.n_min = torch.where(vmin < self.min, at_min,
                                  torch.where(vmin == self.min, self.n_min + at_min, self.n_min))
@@ -116,23 +218,52 @@ class StreamingQuantile:
         self.count += int(v.shape[1])
         return self
 
-    def _cover(self, vmin: torch.Tensor, vmax: torch.Tensor) -> None:
-        """Double the range of the units whose histogram does not cover ``[vmin, vmax]``."""
-        half = self.bins // 2
-        while True:
-            down = vmin < self.lo
-            up = (vmax > self.lo + self.bins * self.width) & ~down
-            need = down | up
-            if not bool(need.any()):
-                return
-            merged = self.counts[need].view(-1, half, 2).sum(-1)
-            new = torch.zeros(int(need.sum()), self.bins, dtype=torch.int64, device=self.device)
-            d = down[need]
-            new[d, half:] = merged[d]      # extend downwards: old bins land in the upper half
-            new[~d, :half] = merged[~d]    # extend upwards: old bins land in the lower half
-            self.counts[need] = new
-            self.lo = torch.where(down, self.lo - self.bins * self.width, self.lo)
-            self.width = torch.where(need, self.width * 2, self.width)
+    # ------------------------------------------------------------------ state and merging
+    def state(self) -> QuantileState:
+        """The sketch as a saveable :class:`QuantileState` (CPU tensors)."""
+        return QuantileState(self.counts.cpu().clone(), self.lo.cpu().clone(), self.width.cpu().clone(),
+                             self.min.cpu().clone(), self.max.cpu().clone(), self.n_min.cpu().clone(),
+                             int(self.count), bool(self.started))
+
+    @classmethod
+    def from_state(cls, state: QuantileState, device: str | torch.device | None = None) -> "StreamingQuantile":
+        """The sketch of a :class:`QuantileState`."""
+        units, bins = (int(s) for s in state.counts.shape)
+        sq = cls(units, bins, device)
+        sq.counts = state.counts.to(sq.device, torch.int64).clone()
+        sq.lo, sq.width, sq.min, sq.max = (t.to(sq.device, torch.float64).clone()
+                                           for t in (state.lo, state.width, state.min, state.max))
+        sq.n_min = state.n_min.to(sq.device, torch.int64).clone()
+        sq.count, sq.started = int(state.count), bool(state.started)
+        return sq
+
+    @classmethod
+    def merge(cls, sketches: list["StreamingQuantile | QuantileState"],
+              device: str | torch.device | None = None) -> "StreamingQuantile":
+        """One sketch of the values of all ``sketches``, exactly: they must share the grid
+        (``lo``, ``width``; empty ones are ignored) -- e.g. shards carried to the final grid
+        of a :class:`GridSchedule`; counts and ``count`` add, ``n_min`` adds over the
+        sketches whose minimum is the overall one."""
+        parts = [cls.from_state(s, device) if isinstance(s, QuantileState) else s for s in sketches]
+        parts = [p for p in parts if p.count]
+        if not parts:
+            raise ParameterError("StreamingQuantile.merge", "sketches", sketches, "at least one non-empty sketch")
+        first = parts[0]
+        out = cls(first.units, first.bins, device if device is not None else first.device)
+        out.lo, out.width, out.started = first.lo.to(out.device).clone(), first.width.to(out.device).clone(), True
+        for p in parts:
+            if (p.units, p.bins) != (out.units, out.bins) or not (
+                    torch.equal(p.lo.to(out.device), out.lo) and torch.equal(p.width.to(out.device), out.width)):
+                raise ParameterError("StreamingQuantile.merge", "sketches", sketches,
+                                     "sketches on one grid (the same units, bins, lo and width)",
+                                     "Carry each sketch to the final grid first (GridSchedule.advance).")
+            out.counts += p.counts.to(out.device)
+            out.count += p.count
+            out.min = torch.minimum(out.min, p.min.to(out.device))
+            out.max = torch.maximum(out.max, p.max.to(out.device))
+        for p in parts:
+            out.n_min += torch.where(p.min.to(out.device) == out.min, p.n_min.to(out.device), 0)
+        return out
 
     # ------------------------------------------------------------------ queries
     def _rank_value(self, rank: torch.Tensor) -> torch.Tensor:
@@ -168,3 +299,55 @@ class StreamingQuantile:
 
     def __repr__(self) -> str:
         return f"StreamingQuantile(units={self.units}, bins={self.bins}, count={self.count})"
+
+
+@dataclass
+class GridSchedule:
+    """The grids a :class:`StreamingQuantile` goes through when fed batch after batch.
+
+    Built by :meth:`replay` from the per-unit range of every batch (nothing else decides the
+    grid); then :meth:`sketch` gives an empty sketch on the grid of batch ``t`` and
+    :meth:`advance` carries a sketch through the doublings of later batches. A shard that
+    counts its values of batch ``t`` on ``sketch(t)`` (advancing between its batches) and
+    is advanced to the last batch holds exactly its share of the sequential histogram.
+
+    Attributes:
+        bins: bins per unit.
+        lo, width: ``(units,)`` float64 grid after the first batch.
+        doublings: per batch, the doublings its :meth:`StreamingQuantile.extend` did
+            (``doublings[0] == []``).
+    """
+
+    bins: int
+    lo: torch.Tensor
+    width: torch.Tensor
+    doublings: list[list[Doubling]]
+
+    @classmethod
+    def replay(cls, vmin: torch.Tensor, vmax: torch.Tensor, bins: int) -> "GridSchedule":
+        """The schedule of batches whose per-unit ranges are ``vmin``, ``vmax`` ``(T, units)``
+        float64 (``T >= 1`` batches, in order)."""
+        if vmin.ndim != 2 or vmin.shape != vmax.shape or len(vmin) < 1:
+            raise ParameterError("GridSchedule.replay", "vmin", vmin, "(T, units) per-batch minima, T >= 1")
+        sq = StreamingQuantile(int(vmin.shape[1]), bins)
+        sq.extend(vmin[0], vmax[0])
+        lo, width = sq.lo.clone(), sq.width.clone()
+        return cls(bins, lo, width, [[]] + [sq.extend(vmin[t], vmax[t]) for t in range(1, len(vmin))])
+
+    def __len__(self) -> int:
+        return len(self.doublings)
+
+    def sketch(self, t: int, device: str | torch.device | None = None) -> StreamingQuantile:
+        """An empty sketch on the grid of batch ``t`` (after its :meth:`~StreamingQuantile.extend`)."""
+        sq = StreamingQuantile(len(self.lo), self.bins, device)
+        sq.lo, sq.width, sq.started = self.lo.to(sq.device).clone(), self.width.to(sq.device).clone(), True
+        return self.advance(sq, 0, t)
+
+    def advance(self, sq: StreamingQuantile, t_from: int, t_to: int | None = None) -> StreamingQuantile:
+        """Apply to ``sq`` (on the grid of batch ``t_from``) the doublings of batches
+        ``t_from + 1 .. t_to`` (default: the last batch); returns ``sq``."""
+        t_to = len(self) - 1 if t_to is None else t_to
+        for ops in self.doublings[t_from + 1:t_to + 1]:
+            for need, down in ops:
+                sq.double(need, down)
+        return sq

@@ -1,4 +1,4 @@
-"""A straightforward reference of :func:`~advinterp_dissect.dissection.dissect`: NetDissect-Lite's
+"""A straightforward reference of :func:`~advinterp_dissect.probe.dissect`: NetDissect-Lite's
 algorithm with a Python loop over images and units (the test oracle and the benchmark's baseline).
 
 Differences from :func:`dissect` are only in *how*, not *what*:
@@ -43,7 +43,7 @@ def dissect_reference(model: Any, broden: Any, layers: Sequence[str] | str | Non
                       quantile: float = 0.005, iou_threshold: float = 0.04,
                       categories: Sequence[str] | None = None, resolution: Any = None,
                       thresholds: Mapping[str, Any] | None = None) -> Dissection:
-    """Same arguments and result as :func:`~advinterp_dissect.dissection.dissect` (no
+    """Same arguments and result as :func:`~advinterp_dissect.probe.dissect` (no
     batching, no progress bars); thresholds are exact unless given."""
     adapter = as_adapter(model)
     ds = open_broden(broden, resolution=resolution, owner="dissect_reference")

@@ -5,32 +5,42 @@ views hold both masks at input resolution together with the unit's top concept
 ("label-category"), so a figure can show how the representation of a concept detector
 changes under attack (:func:`advinterp_dissect.viz.plot_detector_views`).
 
+Registered analyzer ``detector_views`` (:class:`DetectorViewsAnalyzer`): on a
+clean/adversarial batch, with the context ``dissection=`` (required) and ``sensitivity=``
+(optional, the ``unit_sensitivity`` result), the views of ``per_layer`` detectors per layer
+on the ``n_images`` pairs where they fire most.
+
 Example::
 
     views = detector_views(model, dissection, x0, x_adv, per_layer=2)      # top detectors of every layer
     views = detector_views(model, dissection, x0, x_adv, units={"layer4": [3, 17]})
+    views = advinterp.get_analyzer("detector_views").analyze(model, batch, dissection=d)
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from advinterp.components import check_images
+from advinterp.components import Analyzer, check_images
 from advinterp.exceptions import ParameterError
+from advinterp.params import Param
+from advinterp.results import Result
 
+from .analysis import SensitivityAnalysis
 from .dissection import Dissection
 from .sensitivity import unit_masks
 from .significance import top_sensitive
 
-__all__ = ["DetectorViews", "detector_views", "choose_units", "choose_images"]
+__all__ = ["DetectorViews", "DetectorViewsAnalyzer", "detector_views", "choose_units", "choose_images"]
 
 
 @dataclass(frozen=True)
-class DetectorViews:
-    """Masks of ``K`` units on ``N`` clean/adversarial pairs.
+class DetectorViews(Result):
+    """Masks of ``K`` units on ``N`` clean/adversarial pairs (a :class:`~advinterp.results.Result`).
 
     Attributes:
         layers: ``K`` layer names.
@@ -50,6 +60,8 @@ class DetectorViews:
     x_adv: np.ndarray
     masks_x0: np.ndarray
     masks_adv: np.ndarray
+
+    kind = "detector_views"
 
     def __len__(self) -> int:
         return len(self.units)
@@ -170,3 +182,54 @@ def detector_views(model: Any, dissection: Dissection, x0: Any, x_adv: Any,
                          categories=tuple(cats), ious=np.array(ious), x0=hwc(x0), x_adv=hwc(x_adv),
                          masks_x0=torch.stack(k0).numpy() if k0 else np.zeros(shape, bool),
                          masks_adv=torch.stack(ka).numpy() if ka else np.zeros(shape, bool))
+
+
+@functools.lru_cache(maxsize=1)
+def _toy_dissection() -> Dissection:
+    """A dissection of :func:`advinterp.testing.toy_model` (the conformance checks' context)."""
+    from advinterp.testing import toy_model
+
+    from .probe import DissectionProbe
+
+    return DissectionProbe(synthetic_n=4, synthetic_size=24, bins=64, batch_size=4).run(toy_model(), progress=False)
+
+
+class DetectorViewsAnalyzer(Analyzer):
+    """Detector views (A10, Fig. 8): inputs segmented by M_k(x) and M_k(x') for concept detectors.
+
+    Parameters: ``per_layer`` (2) detectors per dissected layer (:func:`choose_units`:
+    ranked by sensitivity when given, else by IoU), ``n_images`` (2) pairs of the batch, those
+    on which the chosen units fire most (:func:`choose_images`).
+
+    Context: ``dissection=`` (required) the model's
+    :class:`~advinterp_dissect.dissection.Dissection` (the ``dissection`` probe's result);
+    ``sensitivity=`` (optional) the ``unit_sensitivity`` result
+    (:class:`~advinterp_dissect.analysis.SensitivityAnalysis`) or ``{layer: (U,) v(k)}``.
+    """
+
+    name = "detector_views"
+    context_keys = ("dissection", "sensitivity")
+    params = {
+        "per_layer": Param.integer(2, low=1, doc="detectors shown per dissected layer"),
+        "n_images": Param.integer(2, low=1, doc="clean/adversarial pairs shown"),
+    }
+
+    @property
+    def conformance_context(self) -> dict[str, Any]:
+        return {"dissection": _toy_dissection()}
+
+    def _analyze(self, model, batch, **context):
+        owner = f"{type(self).__name__}.analyze"
+        d, sens = context.get("dissection"), context.get("sensitivity")
+        if not isinstance(d, Dissection):
+            raise ParameterError(owner, "dissection", d, "the model's Dissection (the dissection probe's result)",
+                                 "Pass context dissection=..., e.g. dissection = \"<dissection step>\" in a study.")
+        if isinstance(sens, SensitivityAnalysis):
+            sens = {k: v.sensitivity for k, v in sens.layers.items()}
+        elif sens is not None and not isinstance(sens, Mapping):
+            raise ParameterError(owner, "sensitivity", sens, "None, a SensitivityAnalysis or {layer: (U,) v(k)}")
+        if len(batch) == 0:
+            raise ParameterError(owner, "batch", batch, "at least one clean/adversarial pair")
+        units = choose_units(d, self.per_layer, sensitivity=sens)
+        pick = torch.as_tensor(choose_images(model, d, batch.x0, units, n=self.n_images))
+        return detector_views(model, d, batch.x0[pick], batch.x_adv[pick], units=units)
