@@ -26,6 +26,7 @@ from .params import Param
 from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get_model, get_probe, get_registry,
                        get_support, list_components, list_plugins, register_plugin_object, reload_plugins)
 from .results import Result
+from .study import Study, run_study
 
 __all__ = [
     "__version__", "Analyzer", "Attack", "Component", "Explainer", "Probe", "get_probe", "get_support",
@@ -34,4 +35,5 @@ __all__ = [
     "MissingDependencyError", "ParameterError", "UnknownComponentError", "hookimpl", "hookspec", "ModelAdapter",
     "model_fingerprint", "Param", "get_analyzer", "get_attack", "get_dataset", "get_explainer", "get_model",
     "get_registry", "list_components", "list_plugins", "register_plugin_object", "reload_plugins", "Result",
+    "Study", "run_study",
 ]

@@ -12,8 +12,8 @@ Components and their validation
     :class:`Param` (declared parameters), :func:`validate`;
     :func:`check_images` (``(N, C, H, W)`` pixels in [0, 1]), :func:`check_labels`,
     :func:`check_mask`, :func:`check_context`; :func:`as_adapter` (any model ->
-    :class:`ModelAdapter`); :func:`as_dataset`, :func:`load_items`, :func:`load_labels`
-    (datasets as probes and study steps read them).
+    :class:`ModelAdapter`); :func:`as_dataset`, :func:`load_items`, :func:`load_labels`,
+    :class:`Subset` (datasets as probes and study steps read them).
 Data and results
     :class:`AdversarialBatch`, :class:`Attribution`, :class:`PairMaps`, :class:`Result`
     (``per_image`` fields make a result sliceable and mergeable), :func:`format_table`,
@@ -34,8 +34,8 @@ Plumbing
 """
 from __future__ import annotations
 
-from .components import (Analyzer, Attack, Component, Explainer, Probe, as_dataset, check_context, check_images,
-                         check_labels, check_mask, load_items, load_labels)
+from .components import (Analyzer, Attack, Component, Explainer, Probe, Subset, as_dataset, check_context,
+                         check_images, check_labels, check_mask, load_items, load_labels)
 from .data import AdversarialBatch, Attribution, PairMaps, random_targets
 from .exceptions import (AdvinterpError, DatasetFormatError, IncompatibleModelError, MissingDependencyError,
                          ParameterError, UnknownComponentError)
@@ -51,7 +51,7 @@ from .results import Result, format_table
 from .study.views import ReportGroup, Run, StepView
 from .viz.common import save_figure
 
-__all__ = ["Analyzer", "Attack", "Component", "Explainer", "Probe", "as_dataset", "check_context", "check_images",
+__all__ = ["Analyzer", "Attack", "Component", "Explainer", "Probe", "Subset", "as_dataset", "check_context", "check_images",
            "check_labels", "check_mask", "load_items", "load_labels", "AdversarialBatch", "Attribution", "PairMaps",
            "random_targets", "AdvinterpError", "DatasetFormatError", "IncompatibleModelError",
            "MissingDependencyError", "ParameterError", "UnknownComponentError", "Executor", "ShardTask", "hookimpl",

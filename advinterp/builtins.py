@@ -113,18 +113,19 @@ def synthetic_broden_dataset(n: int = 200, split: str = "val", size: int = 64, s
     return synthetic_broden(n=n, split=split, size=size, seed=seed)
 
 
-def pairs_folder_dataset(root: str, size: int = 224):
+def pairs_folder_dataset(root: str, size: int = 224, classes=None):
     """Clean/adversarial pairs: ``root/clean/<class>/<img>`` and ``root/adversarial/<class>/<img>``."""
     from .datasets.pairs import PairsFolder
 
-    return PairsFolder(root, size=size)
+    return PairsFolder(root, size=size, classes=classes)
 
 
-def imagenet_folder_dataset(root: str, size: int = 224):
-    """An ImageNet-style folder ``root/<class>/<image>`` (resize + centre crop to ``size``)."""
+def imagenet_folder_dataset(root: str, size: int = 224, classes=None):
+    """An ImageNet-style folder ``root/<class>/<image>`` (resize + centre crop to ``size``;
+    ``classes``: folder names, or ``{folder: label}``, default every folder in sorted order)."""
     from .datasets.imagenet import ImageFolderDataset
 
-    return ImageFolderDataset(root, size=size)
+    return ImageFolderDataset(root, size=size, classes=classes)
 
 
 def synthetic_cnn(robust: bool = False, device: str = "cpu", path: str | None = None):

@@ -49,27 +49,22 @@ def _vars(pairs: Sequence[str]) -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .exceptions import ParameterError
     from .study import Study
 
     if args.resume:
-        out = Path(args.resume)
-        study_file = out / "study.toml"
         if args.study is not None:
-            study_file = Path(args.study)
-        if not study_file.is_file():
-            from .exceptions import AdvinterpError
-
-            raise AdvinterpError(f"--resume {out}: no study.toml there; pass the study file too.")
+            raise ParameterError("advinterp run", "STUDY", args.study, "no study file with --resume",
+                                 "--resume RUN_DIR reruns the study saved in RUN_DIR (with its --set values); to run "
+                                 "another study into that folder, use: advinterp run STUDY --out RUN_DIR.")
+        study, out = Study.resume(args.resume, _vars(args.set)), args.resume
     else:
         if args.study is None:
-            from .exceptions import ParameterError
-
             raise ParameterError("advinterp run", "STUDY", None, "a study file (or --resume RUN_DIR)")
-        study_file, out = Path(args.study), args.out
-    study = Study.from_file(study_file, _vars(args.set))
+        study, out = Study.from_file(args.study, _vars(args.set)), args.out
     if args.check:
         study.check()
-        print(f"{study_file}: OK ({len(study.steps)} steps: {', '.join(s.id for s in study.steps)})")
+        print(f"{study.spec.path}: OK ({len(study.steps)} steps: {', '.join(s.id for s in study.steps)})")
         return 0
     study.run(out, engine=args.engine)
     return 0
@@ -108,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default=None, help="run folder (default runs/<title>-<time>); results already "
                                                 "there are reused")
     pr.add_argument("--resume", metavar="RUN_DIR", default=None,
-                    help="continue the run in RUN_DIR (its study.toml unless a study file is given)")
+                    help="continue the run in RUN_DIR: its saved study.toml with that run's --set values")
     pr.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
                     help="override a [vars] entry (or seed, shard_size); repeatable")
     pr.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .data import AdversarialBatch, Attribution, PairMaps
@@ -23,7 +24,7 @@ from .params import Param, validate
 from .results import Result
 
 __all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_labels", "check_mask",
-           "check_context", "as_dataset", "load_items", "load_labels"]
+           "check_context", "as_dataset", "load_items", "load_labels", "Subset"]
 
 
 class Component:
@@ -499,6 +500,13 @@ class Probe(Component):
                 state = self._merge(parts, state, step, **context)
             return self._finish(adapter, state, **context)
 
+    def default_data(self) -> Any:
+        """The data of a probe with ``needs_data = False`` when it is given none (e.g. a
+        dissection's ``broden`` parameter, or the embedded world exported in Broden format):
+        a dataset a study cuts into shards like any other, or ``None`` (default: ``_run`` /
+        ``_start`` handle ``data=None`` themselves, in one piece)."""
+        return None
+
     def _run(self, model: ModelAdapter, data: Any, **context: Any) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -514,6 +522,31 @@ class Probe(Component):
 
     def _finish(self, model: ModelAdapter, state: Any, **context: Any) -> Result:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class Subset:
+    """Items ``indices`` of a dataset, itself a dataset (a study step's ``start``/``n``).
+
+    Attributes ``data`` (the whole dataset) and ``indices`` let a component reach the
+    original (e.g. a Broden dataset's segmentations); ``image(i)`` and ``targets`` are
+    forwarded when the dataset has them, so :func:`load_items` stays fast.
+    """
+
+    def __init__(self, data: Any, indices: Sequence[int]):
+        self.data, self.indices = data, [int(i) for i in indices]
+        if callable(getattr(data, "image", None)):
+            self.image = lambda i: data.image(self.indices[i])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.data[self.indices[i]]
+
+    @property
+    def targets(self):
+        t = getattr(self.data, "targets", None)
+        return None if t is None else [t[i] for i in self.indices]
 
 
 class _TensorPairDataset:
@@ -561,7 +594,10 @@ def load_items(data: Any, indices: Sequence[int], owner: str = "load_items") -> 
         x_all, y_all = data.tensors()
         return x_all[idx], (None if y_all is None else torch.as_tensor(y_all)[idx])
     if callable(getattr(data, "image", None)):
-        imgs = [torch.as_tensor(data.image(i)) for i in idx]
+        imgs = []
+        for i in idx:
+            im = data.image(i)  # a copy: Broden's arrays are read-only views of the decoded file
+            imgs.append(im if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im)))
         if not imgs:
             return torch.zeros(0), None
         x = torch.stack(imgs)

@@ -259,5 +259,5 @@ def get_executor(engine: str = "local"):
     ex = get_registry().pm.hook.advinterp_study_executor(engine=engine)
     if ex is None:
         raise ParameterError("advinterp", "engine", engine, "an engine a loaded plugin provides ('local' is built in)",
-                             "Install the plugin providing it (e.g. advinterp-ray for 'ray'); see `advinterp list`.")
+                             "Install the plugin that provides it; `advinterp list` shows the loaded plugins.")
     return ex

@@ -298,6 +298,9 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -230,7 +230,7 @@ def test_shards_go_through_the_executor_a_plugin_returns(tmp_path):
     _run(tmp_path, _text(shard=16), engine="record")
     assert [s for s in rec.seen if s[0] == "attack"] == [("attack", 0, "images 0:16"), ("attack", 1, "images 16:32"),
                                                        ("attack", 2, "images 32:40")]
-    with pytest.raises(advinterp.ParameterError, match="engine='nope'.*advinterp-ray"):
+    with pytest.raises(advinterp.ParameterError, match="engine='nope'.*plugin that provides it"):
         _run(tmp_path, _text(), "other", engine="nope")
 
 

@@ -49,8 +49,8 @@ def generic_section(group: ReportGroup, run: Run) -> Section:
             for r in s.result.rows():
                 rows.append({"step": s.id, **{k: v for k, v in r.items()
                                               if isinstance(v, (bool, int, float, str)) or v is None}})
-        except Exception as e:  # a result without a table: say so rather than fail the report
-            rows.append({"step": s.id, "result": f"{type(s.result).__name__} ({type(e).__name__}: {e})"})
+        except Exception as e:  # a result without a table (or unreadable): say so rather than fail the report
+            rows.append({"step": s.id, "result": f"no table ({type(e).__name__}: {e})"})
     what = "Data" if group.kind == "data" else f"{group.kind} {group.name}"
     if rows and group.kind != "data":
         run.write_text(f"{group.kind}_{group.name}.txt".replace("*", "all"), format_table(rows))
@@ -63,7 +63,18 @@ def _sections(run: Run, data: dict[str, Any]) -> list[Section]:
     hook = get_registry().pm.hook.advinterp_report_section
     out = []
     for group in groups_of(run, data):
-        section = hook(group=group, run=run)
+        try:
+            section = hook(group=group, run=run)
+        except Exception as e:  # one broken section (a plugin's bug, a result it cannot read) keeps the others
+            import traceback
+            import warnings
+
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            msg = (f"The section of {group.kind} {group.name!r} ({', '.join(st.id for st in group.steps)}) failed: "
+                   f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno}). The results are in "
+                   "the run folder; fix the cause and rebuild the report with advinterp report RUN_DIR.")
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            section = Section(f"{group.kind} {group.name}: section failed", [msg])
         if section is not None:
             out.append(section)
     return out

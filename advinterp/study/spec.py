@@ -21,7 +21,7 @@ The format (every key is documented in ``docs/studies.md``)::
     attack = "${attack}"              # exactly one of attack / explainer / analyzer / probe
     params = { targeted = true }
     model = "std"                     # default: the only model
-    data = "test"                     # attacks and probes: default the only data
+    data = "test"                     # attacks and probes: default the only data table
     n = 32                            # first n images (after `start`)
     matrix = { attack = ["pgd", "cw_l2"] }   # one step per value (${attack})
 
@@ -139,6 +139,9 @@ class StudySpec:
     models: dict[str, ModelSpec]
     data: dict[str, DataSpec]
     steps: list[StepSpec]
+    description: str = ""
+    #: the ``--set`` values the study was parsed with (kept in ``run.json`` for resuming)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -269,7 +272,7 @@ def _table(ctx: _Ctx, where: tuple, value: Any) -> dict:
 # ---------------------------------------------------------------------------- parsing
 def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> StudySpec:
     """Parse and check the structure of a study file (names are checked against the registry
-    by :func:`advinterp.study.check.check_study`).
+    by :meth:`advinterp.study.Study.check`).
 
     Args:
         text: the TOML text.
@@ -287,6 +290,7 @@ def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any
         raise ctx.error((unknown[0],), "unknown top-level key.",
                         f"{_close(unknown[0], sorted(_TOP_KEYS))}Known: {', '.join(sorted(_TOP_KEYS))}.")
     overrides = dict(overrides or {})
+    given = dict(overrides)
     variables = dict(_table(ctx, ("vars",), raw.get("vars")))
     bad = sorted(set(overrides) - set(variables) - {"seed", "shard_size"})
     if bad:
@@ -340,12 +344,16 @@ def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any
         for expanded in _expand(ctx, w, table, variables):
             step = _step(ctx, w, expanded, seed, shard_size)
             if step.id in seen or step.id in data:
-                raise ctx.error(w + ("id",), f"the id {step.id!r} is used twice"
-                                + (" (also a data id)." if step.id in data else f" (also {seen[step.id][0]}[{seen[step.id][1]}])."),
+                other = ("a data id" if step.id in data else "this entry's matrix makes it twice" if seen[step.id] == w
+                         else f"also steps[{seen[step.id][1]}]")
+                raise ctx.error(w + ("id",), f"the id {step.id!r} is used twice ({other}).",
                                 "Every step needs its own id; in a matrix, put the variables in the id (\"pse.${attack}\").")
             seen[step.id] = w
             steps.append(step)
-    spec = StudySpec(path, text, title, seed, shard_size, variables, models, data, steps)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ctx.error(("description",), f"{description!r} is invalid; expected a string (shown under the report's title).")
+    spec = StudySpec(path, text, title, seed, shard_size, variables, models, data, steps, description, given)
     _check_refs(ctx, spec)
     spec.steps = _order(ctx, spec)
     return spec
@@ -382,14 +390,24 @@ def _step(ctx: _Ctx, w: tuple, t: dict, seed: int, shard_size: int) -> StepSpec:
     for key in ("model", "data", "batch"):
         if key in t and t[key] is not None:
             _str(ctx, w + (key,), t[key], "an id")
+    article = "an" if kind[0] in "aeiou" else "a"
     if kind in ("analyzer", "explainer") and "data" in t:
-        raise ctx.error(w + ("data",), f"a {kind} step reads a batch, not data.",
+        raise ctx.error(w + ("data",), f"{article} {kind} step reads a batch, not data.",
                         'Use batch = "<attack step id>" (or the id of a pairs data table).')
     if kind in ("attack", "probe") and "batch" in t:
-        raise ctx.error(w + ("batch",), f"a{'n' if kind == 'attack' else ''} {kind} step reads data, not a batch.",
+        raise ctx.error(w + ("batch",), f"{article} {kind} step reads data, not a batch.",
                         'Use data = "<data id>".')
     if kind in ("analyzer", "explainer") and "batch" not in t:
         raise ctx.error(w, f"{kind} step {sid!r} needs batch = \"<attack step id>\" (the examples it looks at).")
+    if kind in ("attack", "explainer") and t.get("context"):
+        raise ctx.error(w + ("context",), f"{kind} steps take no context (context feeds analyzers and probes).")
+    if kind == "analyzer" and "batch" in (t.get("context") or {}):
+        raise ctx.error(w + ("context", "batch"), "'batch' is the step's own batch = \"...\" key, not a context "
+                        "keyword.", "Move it out of context.")
+    if kind != "attack":
+        for key in ("targets", "labels"):
+            if key in t:
+                raise ctx.error(w + (key,), f"{key} applies to attack steps only ({sid!r} is {article} {kind} step).")
     refs = {}
     for key in ("context", "report"):
         sub = _table(ctx, w + (key,), t.get(key))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .. import __version__
-from ..components import Analyzer, Attack, Explainer, Probe, load_items, load_labels
+from ..components import Analyzer, Attack, Explainer, Probe, Subset, load_items, load_labels
 from ..data import AdversarialBatch, random_targets
 from ..exceptions import AdvinterpError, UnknownComponentError
 from ..executor import ShardTask
@@ -131,7 +131,26 @@ class Study:
 
     @classmethod
     def from_text(cls, text: str, path: str | Path | None = None, vars: Mapping[str, Any] | None = None) -> "Study":
+        """Parse ``text`` as if read from ``path`` (named in errors; relative paths resolve
+        against its folder)."""
         return cls(parse_study(text, None if path is None else Path(path).resolve(), vars))
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, vars: Mapping[str, Any] | None = None) -> "Study":
+        """The study of the run folder ``run_dir``, as it was run: its saved ``study.toml``
+        with the ``--set`` values of that run (updated by ``vars``), relative paths resolved
+        against the original study file's folder."""
+        import json
+
+        run_dir = Path(run_dir)
+        text_file, index_file = run_dir / "study.toml", run_dir / "run.json"
+        if not text_file.is_file():
+            raise StudyError(f"{run_dir}: not a run folder (no study.toml). Start it with advinterp run STUDY.toml "
+                             f"--out {run_dir}.")
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        origin = index.get("study_file") or str(text_file.resolve())
+        overrides = {**(index.get("overrides") or {}), **dict(vars or {})}
+        return cls(parse_study(text_file.read_text(encoding="utf-8"), Path(origin), overrides))
 
     @property
     def steps(self) -> list[StepSpec]:
@@ -144,9 +163,12 @@ class Study:
         parts = tuple(int(p) if p.isdigit() else p for p in where.split("."))
         return _Ctx(self.spec.path, self.spec.text).error(parts + ((key,) if key else ()), message, fix)
 
-    def _resolve_paths(self, params: Mapping[str, Any], where: str, key: str = "params") -> dict[str, Any]:
+    def _resolve_paths(self, params: Mapping[str, Any], where: str, key: str = "params",
+                       keys: tuple[str, ...] = PATH_KEYS) -> dict[str, Any]:
+        """``params`` with the file-path entries (``keys``) resolved against the study file's
+        folder; a missing file is an error naming the key."""
         out = dict(params)
-        for k in PATH_KEYS:
+        for k in keys:
             v = out.get(k)
             if not isinstance(v, str) or v in ("random",):
                 continue
@@ -180,8 +202,11 @@ class Study:
                 if bad:
                     raise self._error(s.where, "context", f"{s.component} takes no context keyword {bad[0]!r}.",
                                       f"It accepts: {', '.join(keys) or 'none'}.")
-            if s.kind == "probe" and s.data is None and getattr(comp, "needs_data", True):
-                raise self._error(s.where, None, f"probe {s.component!r} needs data = \"<data id>\".")
+            if s.kind in ("attack", "probe") and s.data is None and getattr(comp, "needs_data", True):
+                if len(self.spec.data) != 1:
+                    raise self._error(s.where, None, f"{s.kind} step {s.id!r} must say which data it reads: data = "
+                                      f"one of {', '.join(self.spec.data) or '(none: add a [data.<id>] table)'}.")
+                s.data = next(iter(self.spec.data))  # the only data: part of the step's key from here on
             if s.kind == "attack" and not getattr(comp, "shardable", True) and s.shard_size < (s.n or 1 << 62):
                 s.shard_size = 1 << 30  # universal perturbations see the whole selection at once
         del reg
@@ -218,7 +243,7 @@ class Study:
             if ds.kind == "dataset":
                 reg.info("dataset", ds.name)
                 return reg.create("dataset", ds.name, **self._resolve_paths(ds.params, ds.where))
-            path = self._resolve_paths({"path": ds.name}, ds.where, ds.kind)["path"]
+            path = self._resolve_paths({ds.kind: ds.name}, ds.where, ds.kind, keys=(ds.kind,))[ds.kind]
             if ds.kind == "folder":
                 return reg.create("dataset", "imagenet-folder", root=path, **ds.params)
             if ds.kind == "broden":
@@ -242,7 +267,7 @@ class Study:
             reg = get_registry()
             try:
                 reg.info(s.kind, s.component)
-                self._components[s.id] = reg.create(s.kind, s.component, **s.params)
+                self._components[s.id] = reg.create(s.kind, s.component, **self._resolve_paths(s.params, s.where))
             except UnknownComponentError as e:
                 raise self._error(s.where, s.kind, str(e)) from None
             except AdvinterpError as e:
@@ -265,7 +290,8 @@ class Study:
             paths = [v for k, v in ds.params.items() if k in PATH_KEYS and isinstance(v, str)]
             if ds.kind != "dataset":
                 paths.append(ds.name)
-            material["files"] = [_listing(self._resolve_paths({"path": p}, ds.where)["path"]) for p in paths]
+            material["files"] = [_listing(self._resolve_paths({"path": p}, ds.where, keys=("path",))["path"])
+                                 for p in paths]
             self._data_keys[did] = _digest(material)
         return self._data_keys[did]
 
@@ -280,6 +306,8 @@ class Study:
                 "format": STEP_FORMAT, "kind": s.kind, "component": s.component,
                 "params": comp.get_params(), "model": self._model_key(mid),
                 "data": None if s.data is None else self._data_key(s.data),
+                "files": [_listing(v) for k, v in sorted(comp.get_params().items())
+                          if k in PATH_KEYS and isinstance(v, str) and Path(v).exists()],
                 "refs": {k: keys.get(v) or self._data_key(v) for k, v in s.compute_refs.items()},
                 "start": s.start, "n": s.n, "seed": s.seed, "shard_size": s.shard_size,
             }
@@ -315,7 +343,8 @@ class Study:
         keys = self.step_keys()
         run = Run(out=out, title=self.spec.title, classes=self._classes())
         index: dict[str, Any] = {"title": self.spec.title, "advinterp": __version__, "engine": executor.name,
-                                 "vars": self.spec.vars, "classes": run.classes,
+                                 "study_file": None if self.spec.path is None else str(self.spec.path),
+                                 "overrides": self.spec.overrides, "vars": self.spec.vars, "classes": run.classes,
                                  "data": {d.id: {"kind": d.kind, "name": d.name, "params": d.params}
                                           for d in self.spec.data.values()},
                                  "models": {m.id: {"model": m.model, "params": m.params}
@@ -338,12 +367,13 @@ class Study:
             cache[s.id] = result
             comp = self._component(s)
             rows = _rows(result)
+            spec = {**s.table, "model": self._model_id(s), "data": s.data}
             entry = {"kind": s.kind, "component": s.component, "params": _canonical(comp.get_params()),
-                     "spec": _canonical(s.table), "refs": s.refs, "key": keys[s.id],
+                     "spec": _canonical(spec), "refs": s.refs, "key": keys[s.id],
                      "path": str(final.relative_to(out)), "seconds": round(seconds, 3), "cached": cached}
             index["steps"][s.id] = entry
             ResultStore.write_json(out / "run.json", index)
-            run.steps[s.id] = StepView(s.id, s.kind, s.component, comp.get_params(), s.table, s.refs, run,
+            run.steps[s.id] = StepView(s.id, s.kind, s.component, comp.get_params(), spec, s.refs, run,
                                        final, seconds, result)
             log(f"[{i}/{len(self.steps)}] {s.id}: " + ("done before (reused)" if cached else f"{seconds:.1f}s")
                 + (f" -- {_headline(rows)}" if rows else ""))
@@ -411,7 +441,7 @@ class Study:
 
         context = {k: self._input(s, ref, cache, store, model) for k, ref in s.context.items()}
         if s.kind == "attack":
-            data = self._dataset(s.data or next(iter(self.spec.data)))
+            data = self._dataset(s.data)
             stop = len(data) if s.n is None else min(len(data), s.start + s.n)
             idx = list(range(min(s.start, stop), stop))
             y = None if s.labels == "predicted" else load_labels(data, idx)
@@ -461,14 +491,14 @@ class Study:
                     tasks.append(ShardTask(s.id, k, explain_shard, (comp, model, part), label=f"images {a}:{a + len(part)}"))
             return merged(run_tasks(tasks))
         # probes
-        data = None if s.data is None else self._dataset(s.data)
-        if not comp.shardable:
-            return run_tasks([ShardTask(s.id, 0, probe_run, (comp, model, data, context), label="whole")])[0]
+        data = self._dataset(s.data) if s.data is not None else comp.default_data()
         n = len(data) if data is not None else 0
         idx = list(range(min(s.start, n), n if s.n is None else min(n, s.start + s.n)))
-        if s.start or s.n is not None:
-            data = _Subset(data, idx)
+        if data is not None and (s.start or s.n is not None):
+            data = Subset(data, idx)
             idx = list(range(len(idx)))
+        if not comp.shardable:
+            return run_tasks([ShardTask(s.id, 0, probe_run, (comp, model, data, context), label="whole")])[0]
         with model.preserved(freeze=True):
             state = comp._start(model, data, **context)
         for p in range(comp.passes):
@@ -480,26 +510,6 @@ class Study:
                 state = comp._merge(parts, state, p, **context)
         with model.preserved(freeze=True):
             return comp._finish(model, state, **context)
-
-
-class _Subset:
-    """Items ``indices`` of a dataset (keeps ``image``/``tensors`` access fast)."""
-
-    def __init__(self, data: Any, indices: list[int]):
-        self.data, self.indices = data, list(indices)
-        if callable(getattr(data, "image", None)):
-            self.image = lambda i: data.image(self.indices[i])
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.data[self.indices[i]]
-
-    @property
-    def targets(self):
-        t = getattr(self.data, "targets", None)
-        return None if t is None else [t[i] for i in self.indices]
 
 
 def _listing(path: str) -> list:

@@ -73,7 +73,7 @@ def __getattr__(name: str) -> Any:
 
         return AdvinterpEvasionAttack
     if name.endswith("Attack") and not name.startswith("_"):
-        from advinterp.registry import is_building
+        from advinterp.api import is_building
 
         if not is_building():  # never build the registry from inside its own construction
             from .evasion import evasion_class_name

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from advinterp import Attack, Param, ParameterError
-from advinterp.model import ModelAdapter
-from advinterp.progress import progress_enabled
+from advinterp.api import ModelAdapter, progress_enabled
 
 __all__ = ["ARTAttack", "make_art_attack", "norm_param", "seeded", "ADAPTERS", "ARTFastGradientMethod",
            "ARTBasicIterativeMethod", "ARTProjectedGradientDescent", "ARTCarliniL2Method", "ARTElasticNet",

@@ -33,9 +33,7 @@ from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 
 import advinterp
 from advinterp import Attack, ParameterError
-from advinterp.components import check_images
-from advinterp.model import as_adapter
-from advinterp.params import validate
+from advinterp.api import as_adapter, check_images, validate
 
 from .adapters import ARTAttack
 
@@ -158,7 +156,7 @@ def _labels(owner: str, y: Any, n: int, nb_classes: int) -> torch.Tensor | None:
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise ParameterError(owner, "y", y, f"integer class indices of shape ({n},)")
         y = y.astype(np.int64)
-    from advinterp.components import check_labels
+    from advinterp.api import check_labels
 
     return check_labels(owner, torch.from_numpy(np.ascontiguousarray(y)), n, nb_classes, "y")
 

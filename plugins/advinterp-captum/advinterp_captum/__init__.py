@@ -29,7 +29,7 @@ if importlib.util.find_spec("captum") is None:  # report the missing toolkit at 
     raise ModuleNotFoundError("advinterp-captum needs the captum package", name="captum")
 
 from .explainers import CAM, EXPLAINERS, CaptumLayerExplainer, GradCAM, GradCAMPlusPlus  # noqa: E402
-from advinterp.data import AdversarialBatch, PairMaps  # noqa: E402
+from advinterp.api import AdversarialBatch, PairMaps  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "CaptumLayerExplainer", "EXPLAINERS", "PairMaps", "explain_pair"]

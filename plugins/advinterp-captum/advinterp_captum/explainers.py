@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import torch
 
 from advinterp import Explainer, IncompatibleModelError, Param
-from advinterp.model import ModelAdapter
+from advinterp.api import ModelAdapter
 
 __all__ = ["CaptumLayerExplainer", "CAM", "GradCAM", "GradCAMPlusPlus", "EXPLAINERS"]
 

@@ -21,12 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from advinterp.components import Analyzer, Attack, check_images
-from advinterp.data import AdversarialBatch
-from advinterp.exceptions import ParameterError
-from advinterp.model import as_adapter
-from advinterp.params import Param
-from advinterp.results import Result
+from advinterp.api import AdversarialBatch, Analyzer, Attack, Param, ParameterError, Result, as_adapter, check_images
 
 from .dissection import Dissection, open_broden
 from .probe import DissectionProbe
@@ -109,7 +104,7 @@ class SensitivityAnalysis(Result):
 
 def default_attack() -> Attack:
     """Untargeted l_inf PGD, eps 8/255, 10 steps of 2/255, random start, seed 0."""
-    from advinterp.registry import get_attack
+    from advinterp.api import get_attack
 
     return get_attack("pgd", eps=8 / 255, eps_step=2 / 255, max_iter=10, num_random_init=1, seed=0)
 

@@ -56,9 +56,7 @@ import numpy as np
 import torch
 
 from advinterp.datasets.broden import BrodenDataset
-from advinterp.exceptions import DatasetFormatError, IncompatibleModelError, ParameterError
-from advinterp.model import ModelAdapter
-from advinterp.results import Result
+from advinterp.api import DatasetFormatError, IncompatibleModelError, ModelAdapter, ParameterError, Result
 
 __all__ = ["Vocabulary", "LayerDissection", "Dissection", "open_broden", "TALLY_FIELDS", "images_to_tensor",
            "threshold_as"]

@@ -44,13 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from advinterp.components import Probe, check_context
+from advinterp.api import (AdvinterpError, ModelAdapter, Param, ParameterError, Probe, Result, Subset, as_adapter,
+                           check_context, progress_bar)
 from advinterp.datasets.broden import BrodenDataset, export_broden
-from advinterp.exceptions import AdvinterpError, ParameterError
-from advinterp.model import ModelAdapter, as_adapter
-from advinterp.params import Param
-from advinterp.progress import progress_bar
-from advinterp.results import Result
 
 from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _label_batch, _spatial, _vocabulary,
                          images_to_tensor, open_broden, threshold_as)
@@ -147,9 +143,10 @@ def _source(data: Any, resolution: Any, owner: str, progress: bool | None = Fals
     BrodenDataset with ``data``/``indices``) as a :class:`_Broden`."""
     if isinstance(data, _Broden):
         return data
-    inner = getattr(data, "data", None)
-    if isinstance(inner, BrodenDataset) and hasattr(data, "indices"):
-        return _Broden(open_broden(inner, resolution=resolution, owner=owner), data.indices, progress=progress)
+    if isinstance(data, Subset) and isinstance(data.data, (BrodenDataset, _Broden)):
+        inner = data.data.ds if isinstance(data.data, _Broden) else data.data
+        index = data.indices if not isinstance(data.data, _Broden) else [data.data._at(i) for i in data.indices]
+        return _Broden(open_broden(inner, resolution=resolution, owner=owner), index, progress=progress)
     if isinstance(data, (BrodenDataset, str, Path)):
         return _Broden(open_broden(data, resolution=resolution, owner=owner), progress=progress)
     raise ParameterError(owner, "data", data, "None, a BrodenDataset or the path of a Broden folder",
@@ -261,6 +258,18 @@ class DissectionProbe(Probe):
             ds = open_broden(self._export(tmp), resolution=self.resolution, owner=owner)
             return super().run(model, _Broden(ds, name=self._embedded_name(), progress=progress),
                                shard_size=shard_size, **context)
+
+    def default_data(self) -> "_Broden":
+        """The ``broden`` parameter's dataset, else the embedded world exported in Broden
+        format (``synthetic_n`` val scenes of ``synthetic_size`` px) to a temporary folder that
+        lives as long as the returned dataset: what a study step without data shards."""
+        owner = f"{type(self).__name__}.run"
+        if self.broden is not None:
+            return _source(self.broden, self.resolution, owner)
+        from advinterp.datasets.broden import synthetic_broden
+
+        ds = synthetic_broden(n=self.synthetic_n, split="val", size=self.synthetic_size)
+        return _Broden(open_broden(ds, resolution=self.resolution, owner=owner), name=self._embedded_name())
 
     def _export(self, folder: str) -> Path:
         from advinterp.datasets.synthetic import SyntheticWorld

@@ -48,8 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advinterp.exceptions import ParameterError
-from advinterp.results import Result
+from advinterp.api import ParameterError, Result
 
 __all__ = ["StreamingQuantile", "QuantileState", "GridSchedule", "Doubling"]
 

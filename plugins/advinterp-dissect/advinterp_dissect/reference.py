@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from advinterp.model import as_adapter
+from advinterp.api import as_adapter
 
 from .dissection import (Dissection, LayerDissection, _check_layers, _spatial, _vocabulary, images_to_tensor,
                          open_broden)

@@ -17,16 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from advinterp.exceptions import ParameterError
-from advinterp.report import Section
-from advinterp.viz import save_figure
+from advinterp.api import ParameterError, Section, save_figure
 
 from .analysis import SensitivityAnalysis
 from .dissection import Dissection, _safe
 from .views import DetectorViews
 
 if TYPE_CHECKING:  # pragma: no cover
-    from advinterp.study.views import ReportGroup, Run, StepView
+    from advinterp.api import ReportGroup, Run, StepView
 
 __all__ = ["dissection_section", "dissection_part", "sensitivity_part", "views_part", "SECTIONS"]
 

@@ -21,9 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from advinterp.components import check_images
-from advinterp.exceptions import ParameterError
-from advinterp.model import as_adapter
+from advinterp.api import ParameterError, as_adapter, check_images
 
 from .dissection import Dissection, _spatial, threshold_as
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from advinterp.exceptions import ParameterError
+from advinterp.api import ParameterError
 
 __all__ = ["SignificanceTest", "significance_test", "top_sensitive", "DEFAULT_NS"]
 

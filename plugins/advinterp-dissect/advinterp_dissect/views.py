@@ -25,10 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from advinterp.components import Analyzer, check_images
-from advinterp.exceptions import ParameterError
-from advinterp.params import Param
-from advinterp.results import Result
+from advinterp.api import Analyzer, Param, ParameterError, Result, check_images
 
 from .analysis import SensitivityAnalysis
 from .dissection import Dissection

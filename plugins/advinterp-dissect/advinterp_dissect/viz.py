@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from advinterp.exceptions import ParameterError
+from advinterp.api import ParameterError
 
 from .analysis import SensitivityAnalysis
 from .dissection import Dissection

@@ -19,7 +19,7 @@ import operator
 
 import torch
 
-from advinterp.exceptions import AdvinterpError, ParameterError
+from advinterp.api import AdvinterpError, ParameterError
 
 from . import _ext
 
