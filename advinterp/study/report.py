@@ -94,8 +94,9 @@ def write_run_report(out: Path, run: Run, index: dict[str, Any] | None = None) -
                          for sid, e in index.get("steps", {}).items() if sid in run.steps}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     n = len(index.get("steps", {}))
-    lead = (f"{n} steps on {', '.join(m['model'] for m in index.get('models', {}).values()) or 'no model'}; "
-            f"study file and software versions at the end.")
+    lead = (f"{index['description'].strip()} " if index.get("description") else "") + (
+        f"{n} steps on {', '.join(m['model'] for m in index.get('models', {}).values()) or 'no model'}; "
+        f"the study file and software versions are at the end.")
     return write_report(out, run.title, sections, study_text=study_text, versions=software_versions(), summary=lead)
 
 

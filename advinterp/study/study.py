@@ -342,7 +342,8 @@ class Study:
         store = ResultStore(out / "steps", log)
         keys = self.step_keys()
         run = Run(out=out, title=self.spec.title, classes=self._classes())
-        index: dict[str, Any] = {"title": self.spec.title, "advinterp": __version__, "engine": executor.name,
+        index: dict[str, Any] = {"title": self.spec.title, "description": self.spec.description,
+                                 "advinterp": __version__, "engine": executor.name,
                                  "study_file": None if self.spec.path is None else str(self.spec.path),
                                  "overrides": self.spec.overrides, "vars": self.spec.vars, "classes": run.classes,
                                  "data": {d.id: {"kind": d.kind, "name": d.name, "params": d.params}
