@@ -31,3 +31,14 @@ def synthetic_test_data():
     from advinterp.datasets.synthetic import SyntheticWorld
 
     return SyntheticWorld(size=64, seed=0).generate(1000, "test").tensors()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The shipped demo study, small (48 test scenes, 24 attacked), run once per session by
+    ``advinterp demo``: the CLI test checks its files, the browser test its report."""
+    from advinterp.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--out", str(out), "--n", "48", "--n-attack", "24"]) == 0
+    return out

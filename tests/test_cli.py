@@ -26,9 +26,8 @@ def test_errors_exit_2_with_message(capsys, monkeypatch):
     assert "n=-1 is invalid" in capsys.readouterr().err
 
 
-def test_demo_writes_a_run_directory(tmp_path):
-    out = tmp_path / "run"
-    assert main(["demo", "--out", str(out), "--n", "48", "--n-attack", "24"]) == 0
+def test_demo_writes_a_run_directory(demo_run):
+    out = demo_run
     for f in ("scenes.png", "activation_distance.png", "perturbations.png", "cam_pairs.png", "is_scores.png",
               "pse_sensitivity.png", "psr_cw_l2.png", "index.html", "summary.json", "run.json", "study.toml",
               "table_a1.txt", "table1.txt", "table2.txt", "table_a1_refined.txt"):
@@ -40,6 +39,9 @@ def test_demo_writes_a_run_directory(tmp_path):
     assert {r["attack"] for r in summary["attacks"]} >= {"pgd", "cw_l2", "ead", "str"}
     html = (out / "index.html").read_text()
     assert "data:image/png;base64" in html and "Models: accuracy" in html and "About this run" in html
+    # the dissect plugin's sections and NetDissect-Lite tally files
+    assert (out / "dissection" / "dissection" / "tally_layer4.csv").is_file()
+    assert summary["dissection"] and summary["unit_sensitivity"]
 
 
 def test_print_study_is_the_shipped_file(capsys):

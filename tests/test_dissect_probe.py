@@ -145,16 +145,11 @@ def test_saved_partials_merge_exactly_and_a_subset_and_own_data_work(small_brode
                               bins=128)
     _assert_same(_protocol(own, model, None, [[]], tmp_path), whole, ["layer1", "layer4"])
 
-    class Subset:  # a study's start/n selection (advinterp.study's _Subset): items 2..7
-        def __init__(self, data, indices):
-            self.data, self.indices = data, indices
+    # a study's start/n selection (advinterp.api.Subset): items 2..7
+    from advinterp.api import Subset
 
-        def __len__(self):
-            return len(self.indices)
-
-        def __getitem__(self, i):
-            return self.data[self.indices[i]]
-
+    # and the probe's own data as a study shards it (default_data: the broden parameter)
+    _assert_same(_protocol(own, model, own.default_data(), shards, tmp_path), whole, ["layer1", "layer4"])
     sub = Subset(BrodenDataset(small_broden), list(range(2, 8)))
     part = _protocol(probe, model, sub, [[0, 1], [2, 3, 4, 5]], tmp_path)
     assert part.n_images == 6

@@ -72,6 +72,21 @@ def require_browser():
     pytest.skip(f"the browser check needs chromium and playwright: {reason}")
 
 
+def test_demo_report_in_chromium(require_browser, demo_run):
+    """The report of the shipped demo study (small): every section the core and the plugins
+    contribute, opened in chromium."""
+    html = (demo_run / "index.html").read_text(encoding="utf-8")
+    expected = ["The embedded world", "Models: accuracy, clean and under attack", "Activation bias per layer (A11)",
+                "Attacks (Table A1 view)", "Explaining adversarial examples: cam (Fig. 3)",
+                "Interpretability score of the perturbations (Table 2 view)",
+                "Promotion-suppression effect of grid perturbations (Figs. 2 and 4, Table 1)",
+                "Refined attacks under S1 / S2 (Table A1 view)", ABOUT_TITLE]
+    counts = check_report(demo_run / "index.html", demo_run / "report-1280.png", expect_sections=expected)
+    assert counts["sections"] == counts["toc_links"] == html.count("<section ")
+    assert counts["sections"] >= 14 and counts["images"] >= 15 and counts["tables"] >= 15
+    assert "section failed" not in html
+
+
 def test_study_report_in_chromium(require_browser, tmp_path):
     from advinterp.study import Study
 

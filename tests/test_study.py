@@ -311,3 +311,64 @@ def test_bad_study_files_name_file_line_and_fix(tmp_path, case):
     # the command line says the same, exits 2, runs nothing
     assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
     assert not (tmp_path / "never" / "run.json").exists()
+
+
+def test_pairs_folder_data_is_a_batch(tmp_path):
+    """``pairs = PATH``: clean/adversarial image pairs from disk analysed like an attack's batch."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for side in ("clean", "adversarial"):
+        for cls in ("a", "b"):
+            (tmp_path / "pairs" / side / cls).mkdir(parents=True)
+    for cls in ("a", "b"):
+        for k in range(3):
+            img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / "pairs" / "clean" / cls / f"{k}.png")
+            noisy = np.clip(img.astype(int) + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(tmp_path / "pairs" / "adversarial" / cls / f"{k}.png")
+    text = textwrap.dedent("""
+        [models.m]
+        model = "counting-toy"
+        [data.pairs]
+        pairs = "pairs"
+        params = { size = 16 }
+        [[steps]]
+        id = "metrics"
+        analyzer = "attack_metrics"
+        batch = "pairs"
+        params = { average_over = "all" }
+    """)
+    run, _ = _run(tmp_path, text)
+    res = run.steps["metrics"].result
+    from advinterp.datasets.pairs import PairsFolder
+
+    x0, xa, y = PairsFolder(tmp_path / "pairs", size=16).tensors()
+    np.testing.assert_allclose(res.linf, (xa - x0).flatten(1).abs().amax(1).numpy())
+    assert len(res.success) == 6 and res.attack == "pairs:pairs"
+
+
+def test_broden_folder_data_feeds_the_dissection_probe_in_shards(tmp_path):
+    from advinterp.datasets.broden import export_broden
+    from advinterp.datasets.synthetic import SyntheticWorld
+    from advinterp_dissect import dissect
+
+    export_broden(tmp_path / "broden", SyntheticWorld(size=64, seed=0), n=6, split="val")
+    text = textwrap.dedent("""
+        [models.m]
+        model = "synthetic-cnn"
+        [data.b]
+        broden = "broden"
+        [[steps]]
+        id = "dissection"
+        probe = "dissection"
+        data = "b"
+        params = { layers = ["layer2"], bins = 64, batch_size = 2 }
+        shard_size = 2
+    """)
+    run, logs = _run(tmp_path, text)
+    got = run.steps["dissection"].result.layers["layer2"]
+    want = dissect(advinterp.get_model("synthetic-cnn"), tmp_path / "broden", layers=["layer2"], bins=64,
+                   batch_size=2).layers["layer2"]
+    np.testing.assert_array_equal(got.thresholds, want.thresholds)
+    np.testing.assert_array_equal(got.intersection, want.intersection)
