@@ -54,7 +54,8 @@ def generic_section(group: ReportGroup, run: Run) -> Section:
     what = "Data" if group.kind == "data" else f"{group.kind} {group.name}"
     if rows and group.kind != "data":
         run.write_text(f"{group.kind}_{group.name}.txt".replace("*", "all"), format_table(rows))
-    return Section(f"{what[0].upper()}{what[1:]}", tables=[(f"{what}: one row per step", rows)])
+    caption = "The data tables of the study" if group.kind == "data" else f"{what}: one row per step"
+    return Section(f"{what[0].upper()}{what[1:]}", tables=[(caption, rows)])
 
 
 def _sections(run: Run, data: dict[str, Any]) -> list[Section]:
