@@ -55,5 +55,8 @@ class LocalExecutor:
     name = "local"
 
     def run(self, tasks: Sequence[ShardTask], done: Callable[[ShardTask, Any], None]) -> None:
-        for task in tasks:
+        from .progress import progress_bar
+
+        shown = progress_bar(tasks, desc=f"{tasks[0].step} shards", total=len(tasks)) if len(tasks) > 1 else tasks
+        for task in shown:
             done(task, task())

@@ -207,8 +207,6 @@ class Study:
                     raise self._error(s.where, None, f"{s.kind} step {s.id!r} must say which data it reads: data = "
                                       f"one of {', '.join(self.spec.data) or '(none: add a [data.<id>] table)'}.")
                 s.data = next(iter(self.spec.data))  # the only data: part of the step's key from here on
-            if s.kind == "attack" and not getattr(comp, "shardable", True) and s.shard_size < (s.n or 1 << 62):
-                s.shard_size = 1 << 30  # universal perturbations see the whole selection at once
         del reg
         self._checked = True
         return self
