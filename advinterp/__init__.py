@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 from .components import Analyzer, Attack, Component, Explainer, Probe
 from .data import AdversarialBatch, Attribution, PairMaps, random_targets
 from .exceptions import (AdvinterpError, DuplicateComponentError, IncompatibleModelError, MissingDependencyError,
-                         ParameterError, UnknownComponentError)
+                         ParameterError, ResultFileError, UnknownComponentError)
 from .hookspecs import hookimpl, hookspec
 from .model import ModelAdapter, model_fingerprint
 from .params import Param
@@ -35,5 +35,5 @@ __all__ = [
     "MissingDependencyError", "ParameterError", "UnknownComponentError", "hookimpl", "hookspec", "ModelAdapter",
     "model_fingerprint", "Param", "get_analyzer", "get_attack", "get_dataset", "get_explainer", "get_model",
     "get_registry", "list_components", "list_plugins", "register_plugin_object", "reload_plugins", "Result",
-    "Study", "run_study",
+    "Study", "run_study", "ResultFileError",
 ]

@@ -108,7 +108,12 @@ class AdversarialBatch(Result):
     def from_pair(cls, x0: torch.Tensor, x_adv: torch.Tensor, y_true: torch.Tensor, model: Any = None,
                   y_target: torch.Tensor | None = None, attack: str = "external") -> "AdversarialBatch":
         """Build a batch from precomputed clean/adversarial images (e.g. a DAmageNet-style
-        folder). With ``model``, ``y_adv`` and ``success`` are computed."""
+        folder). With ``model``, ``y_adv`` and ``success`` are computed.
+
+        Images and labels may be torch tensors or numpy arrays (labels become int64 tensors)."""
+        x0, x_adv = _tensor("x0", x0), _tensor("x_adv", x_adv)
+        y_true = _tensor("y_true", y_true, torch.long)
+        y_target = None if y_target is None else _tensor("y_target", y_target, torch.long).to(y_true.device)
         y_adv = success = None
         if model is not None:
             from .model import as_adapter
@@ -117,6 +122,28 @@ class AdversarialBatch(Result):
             success = (y_adv == y_target) if y_target is not None else (y_adv != y_true)
         return cls(x0=x0, x_adv=x_adv, y_true=y_true, y_target=y_target, success=success, y_adv=y_adv,
                    attack=attack)
+
+
+def _tensor(name: str, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` (tensor, numpy array or sequence) as a tensor; labels (``dtype=torch.long``)
+    must be integers."""
+    import numpy as np
+
+    from .exceptions import ParameterError
+
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    elif not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except Exception:
+            raise ParameterError("AdversarialBatch.from_pair", name, value,
+                                 "a torch.Tensor or numpy array") from None
+    if dtype is torch.long:
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise ParameterError("AdversarialBatch.from_pair", name, value, "integer class labels")
+        value = value.long()
+    return value
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ __all__ = [
     "MissingDependencyError",
     "IncompatibleModelError",
     "DatasetFormatError",
+    "ResultFileError",
 ]
 
 
@@ -84,6 +85,16 @@ class IncompatibleModelError(AdvinterpError, TypeError):
 
 class DatasetFormatError(AdvinterpError, ValueError):
     """A dataset file is missing, unreadable or malformed; the message names the file (and line)."""
+
+
+class ResultFileError(AdvinterpError):
+    """A saved result file cannot be read: empty, truncated, of another format, or holding a
+    class this version does not define (or may not build). The message names the file, what is
+    wrong, which advinterp wrote it and which can read it; ``path`` is the file."""
+
+    def __init__(self, message: str, path: Any = None):
+        self.path, self.reason = path, message
+        super().__init__(f"{path}: {message}" if path is not None else message)
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

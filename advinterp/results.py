@@ -4,22 +4,88 @@ Every result of an analysis is a frozen dataclass deriving from :class:`Result`.
 hold tensors, numpy arrays, numbers, strings, and lists/tuples/dicts of those (and nested
 results). ``save`` writes a single ``.pt`` file that ``load`` reads back with
 ``torch.load(weights_only=True)`` — no pickled code, safe to share.
+
+Loading never imports anything named in a file: a saved class name is resolved only among
+the *result types* this process knows — every :class:`Result` subclass (recorded when its
+class is created, so those of the core and of every loaded plugin), the plain dataclasses
+their fields are annotated with (e.g. ``dict[str, LayerDissection]``), and classes
+registered with :func:`register_result_type`. A file naming anything else is refused with a
+:class:`~advinterp.exceptions.ResultFileError`.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
+import sys
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["Result", "encode", "decode", "format_table", "concat_values", "take_value", "atomic_write"]
+__all__ = ["Result", "encode", "decode", "format_table", "concat_values", "take_value", "atomic_write",
+           "register_result_type", "result_types"]
 
 _FORMAT = "advinterp-result/1"
+#: The formats this version reads (a file of format /1 written before the version was
+#: recorded has no ``"advinterp"`` entry).
+_READABLE = (_FORMAT,)
+
+#: "module:qualname" -> class: the Result subclasses (recorded by ``Result.__init_subclass__``)
+#: and the classes given to :func:`register_result_type`.
+_RESULT_TYPES: dict[str, type] = {}
+#: The plain dataclasses found in the field annotations of the above, computed lazily.
+_nested_cache: tuple[int, dict[str, type]] = (-1, {})
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_result_type(cls: type) -> type:
+    """Let :meth:`Result.load` rebuild instances of the dataclass ``cls`` nested in a result.
+
+    Result subclasses are recorded on their own, and so are dataclasses named in their field
+    annotations (``layers: dict[str, LayerDissection]``); register explicitly a dataclass that
+    a result holds under a looser annotation (``Any``, ``object``). Usable as a decorator.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"register_result_type: {cls!r} is not a dataclass")
+    _RESULT_TYPES[_type_name(cls)] = cls
+    return cls
+
+
+def _annotated_dataclasses(cls: type, found: dict[str, type]) -> None:
+    """Add to ``found`` the dataclasses named in the field annotations of ``cls`` (recursively).
+    Annotations are evaluated in the namespace of the class's (already imported) module."""
+    ns = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
+    for f in dataclasses.fields(cls):
+        hint = f.type
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, ns, dict(vars(cls)))  # the plugin's own source, not the file's
+            except Exception:
+                continue
+        stack = [hint]
+        while stack:
+            t = stack.pop()
+            stack.extend(typing.get_args(t))
+            if isinstance(t, type) and dataclasses.is_dataclass(t) and _type_name(t) not in found:
+                found[_type_name(t)] = t
+                _annotated_dataclasses(t, found)
+
+
+def result_types() -> dict[str, type]:
+    """``{"module:qualname": class}``: every class :meth:`Result.load` may build."""
+    global _nested_cache
+    if _nested_cache[0] != len(_RESULT_TYPES):
+        found: dict[str, type] = {}
+        for cls in list(_RESULT_TYPES.values()):
+            _annotated_dataclasses(cls, found)
+        _nested_cache = (len(_RESULT_TYPES), found)
+    return {**_nested_cache[1], **_RESULT_TYPES}
 
 
 def encode(value: Any) -> Any:
@@ -47,29 +113,104 @@ def encode(value: Any) -> Any:
     raise TypeError(f"cannot save a value of type {type(value).__name__} in a result")
 
 
-def decode(value: Any) -> Any:
-    """Inverse of :func:`encode`."""
+def decode(value: Any, writer: str = "") -> Any:
+    """Inverse of :func:`encode`. Classes are looked up in :func:`result_types` only —
+    nothing is imported; an unknown one raises :class:`~advinterp.exceptions.ResultFileError`
+    (``writer``: who wrote the data, for its messages)."""
     if isinstance(value, dict):
         if "__ndarray__" in value:
             return value["__ndarray__"].numpy()
         if "__list__" in value:
-            return np.array([decode(v) for v in value["__list__"]], dtype=object)
+            return np.array([decode(v, writer) for v in value["__list__"]], dtype=object)
         if "__tuple__" in value:
-            return tuple(decode(v) for v in value["__tuple__"])
+            return tuple(decode(v, writer) for v in value["__tuple__"])
         if "__dict__" in value:
-            return {decode(k): decode(v) for k, v in value["__dict__"]}
+            return {decode(k, writer): decode(v, writer) for k, v in value["__dict__"]}
         if "__dataclass__" in value:
-            mod, _, qual = value["__dataclass__"].partition(":")
-            obj: Any = importlib.import_module(mod)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)
-                    and (issubclass(obj, Result) or mod.split(".")[0].startswith("advinterp"))):
-                raise TypeError(f"refusing to build {value['__dataclass__']}: not an advinterp result dataclass")
-            return obj(**{k: decode(v) for k, v in value["fields"].items()})
+            cls = _result_class(str(value["__dataclass__"]), writer)
+            return _build(cls, {k: decode(v, writer) for k, v in dict(value.get("fields", {})).items()}, writer)
     if isinstance(value, list):
-        return [decode(v) for v in value]
+        return [decode(v, writer) for v in value]
     return value
+
+
+def _written_by(writer: str) -> str:
+    return f"advinterp {writer}" if writer else "an advinterp of version 0.1.0 or older (the file records none)"
+
+
+def _result_class(name: str, writer: str) -> type:
+    """The result type called ``name`` ("module:qualname"); loads the installed plugins once
+    (as :func:`advinterp.get_registry` does) before giving up. Never imports ``module``."""
+    from .exceptions import ResultFileError
+
+    types = result_types()
+    if name not in types:
+        try:
+            from .registry import get_registry
+
+            get_registry()  # the plugins' result types are defined when the plugins load
+        except Exception:
+            pass
+        types = result_types()
+    if name in types:
+        return types[name]
+    from . import __version__
+
+    mod, _, qual = name.partition(":")
+    top = mod.split(".")[0]
+    packages = {n.split(".")[0] for n in types}
+    if top and top not in packages:
+        raise ResultFileError(
+            f"refusing to build {name}: its module {mod!r} belongs to no loaded advinterp plugin "
+            f"(nothing was imported). {_plugin_state(top)}")
+    same = sorted(n.partition(":")[2] for n in types if n.partition(":")[0] == mod)
+    raise ResultFileError(
+        f"refusing to build {name}: it is not a result type of {top!r} in advinterp {__version__} "
+        f"(nothing was imported; result types of {mod}: {', '.join(same) or 'none'}). The class was renamed "
+        f"or removed since {_written_by(writer)} wrote the file, or it is not a result: read the file with "
+        f"the versions of advinterp and of the plugin that wrote it.")
+
+
+def _plugin_state(package: str) -> str:
+    """Why the plugin providing ``package`` is not loaded, as far as the registry knows."""
+    try:
+        from .registry import list_plugins
+
+        statuses = list_plugins()
+    except Exception:
+        statuses = []
+    for st in statuses:
+        if st.source.startswith("entry point ") and st.source.split()[2].split(".")[0] == package:
+            why = st.error or "not loaded"
+            return (f"The plugin {st.name!r} providing {package!r} is unavailable ({why})"
+                    + (f": {st.hint}." if st.hint else "."))
+    return (f"Install (or enable) the advinterp plugin whose module is {package!r} to read this "
+            f"file; `advinterp list` shows the loaded plugins.")
+
+
+def _build(cls: type, fields: dict[str, Any], writer: str) -> Any:
+    """``cls(**fields)``, with a message naming what does not fit this version's class."""
+    from . import __version__
+    from .exceptions import ResultFileError
+
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    extra = [k for k in fields if k not in known]
+    missing = [k for k in required if k not in fields]
+    if extra or missing:
+        what = "; ".join(p for p in (
+            extra and f"field(s) {', '.join(map(repr, extra))} that it does not define",
+            missing and f"no value for its required field(s) {', '.join(map(repr, missing))}") if p)
+        raise ResultFileError(
+            f"the saved {_type_name(cls)} does not fit the class of advinterp {__version__}: the file has {what} "
+            f"(the class has {', '.join(known)}). It was written by {_written_by(writer)}: read it with that "
+            f"version (and the plugin version of then), or re-create it.")
+    try:
+        return cls(**fields)
+    except Exception as e:
+        raise ResultFileError(f"the saved {_type_name(cls)} is refused by its class in advinterp {__version__} "
+                              f"({type(e).__name__}: {e}); it was written by {_written_by(writer)}.") from e
 
 
 def _plain(value: Any) -> Any:
@@ -185,6 +326,10 @@ class Result:
     #: into shards and resume it. ``()``: not per-image (not sharded).
     per_image: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _RESULT_TYPES[_type_name(cls)] = cls  # what Result.load may build (see result_types)
+
     @classmethod
     def mergeable(cls) -> bool:
         """Whether results of this type merge image-wise (``per_image`` is declared)."""
@@ -257,7 +402,9 @@ class Result:
         import io
 
         buf = io.BytesIO()
-        torch.save({"format": _FORMAT, "result": encode(self)}, buf)
+        from . import __version__
+
+        torch.save({"format": _FORMAT, "advinterp": __version__, "result": encode(self)}, buf)
         return buf.getvalue()
 
     def save(self, path: str | Path) -> Path:
@@ -270,17 +417,44 @@ class Result:
 
     @classmethod
     def load(cls, path: str | Path) -> "Result":
-        """Read a result written by :meth:`save` (``weights_only=True``)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            from .exceptions import AdvinterpError
+        """Read a result written by :meth:`save` (``weights_only=True``; nothing named in the
+        file is imported). A file that is not a complete result this version can read raises
+        :class:`~advinterp.exceptions.ResultFileError` naming the file and what is wrong."""
+        from . import __version__
+        from .exceptions import ResultFileError
 
-            raise AdvinterpError(f"{path} is not an advinterp result file (format {_FORMAT}).")
-        obj = decode(payload["result"])
+        path = Path(path)
+        reads = f"advinterp {__version__} reads {' and '.join(_READABLE)}"
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as e:
+            size = path.stat().st_size if path.is_file() else 0
+            if size == 0:
+                why = "is empty (0 bytes): it was never written completely"
+            elif isinstance(e, (RuntimeError, EOFError)) or "zip" in str(e).lower():
+                why = (f"is truncated or corrupt ({size} bytes; torch cannot read it: "
+                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            else:
+                why = (f"holds objects that safe (weights_only) loading refuses "
+                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            raise ResultFileError(f"{why}; which advinterp wrote it cannot be told ({reads}). "
+                                  "Re-create it (re-save the result or re-run the step).", path) from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("format"), str) \
+                or not payload["format"].startswith("advinterp-result/") or "result" not in payload:
+            raise ResultFileError(f"is not an advinterp result file (a torch file holding a "
+                                  f"{type(payload).__name__} without an advinterp-result format; {reads}).", path)
+        writer = str(payload.get("advinterp") or "")
+        if payload["format"] not in _READABLE:
+            raise ResultFileError(f"has the format {payload['format']}, written by {_written_by(writer)}; "
+                                  f"{reads}. Read it with advinterp {writer or 'of that format'} or newer.", path)
+        try:
+            obj = decode(payload["result"], writer)
+        except ResultFileError as e:
+            raise ResultFileError(e.reason, path) from e.__cause__
         if cls is not Result and not isinstance(obj, cls):
-            from .exceptions import AdvinterpError
-
-            raise AdvinterpError(f"{path} holds a {type(obj).__name__}, not a {cls.__name__}.")
+            raise ResultFileError(f"holds a {type(obj).__name__}, not a {cls.__name__}.", path)
         return obj
 
 

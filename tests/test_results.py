@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from advinterp import AdversarialBatch, AdvinterpError, Result
+from advinterp import AdversarialBatch, AdvinterpError, Result, ResultFileError
 from advinterp.analyzers.activation_distance import ActivationDistanceResult
 from advinterp.exceptions import ParameterError
 
@@ -62,5 +62,5 @@ def test_load_refuses_non_result_classes(tmp_path):
     payload = {"format": "advinterp-result/1",
                "result": {"__dataclass__": "os:system", "fields": {"command": "echo hacked"}}}
     torch.save(payload, tmp_path / "evil.pt")
-    with pytest.raises(TypeError, match="refusing"):
+    with pytest.raises(ResultFileError, match="refusing to build os:system"):
         Result.load(tmp_path / "evil.pt")
