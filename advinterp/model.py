@@ -414,18 +414,24 @@ def model_fingerprint(model: Any) -> dict[str, Any]:
     """Everything an analysis must not change, in comparable form.
 
     Returns ``{"weights": sha256 of parameters and buffers, "modes": training flags,
-    "requires_grad": flags, "grads": which params have .grad, "hooks": hook counts}``.
+    "requires_grad": flags, "grads": per parameter ``None`` (no .grad) or the sha256 of its
+    .grad values, "hooks": hook counts}``.
     """
     module = model.module if isinstance(model, ModelAdapter) else model
+
+    def raw(v: torch.Tensor) -> bytes:
+        return v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b""
+
     h = hashlib.sha256()
     for k, v in module.state_dict(keep_vars=True).items():
         h.update(k.encode())
-        h.update(v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        h.update(raw(v))
     mods = list(module.named_modules())
     return {
         "weights": h.hexdigest(),
         "modes": tuple((n, m.training) for n, m in mods),
         "requires_grad": tuple((n, p.requires_grad) for n, p in module.named_parameters()),
-        "grads": tuple((n, p.grad is None) for n, p in module.named_parameters()),
+        "grads": tuple((n, None if p.grad is None else hashlib.sha256(raw(p.grad)).hexdigest())
+                       for n, p in module.named_parameters()),
         "hooks": tuple((n, tuple(len(getattr(m, d, {})) for d in _HOOK_DICTS)) for n, m in mods),
     }

@@ -20,7 +20,8 @@ forward in training mode would be caught) and random 16x16 images, with the comp
 * outputs: shapes, dtype and device follow the input, pixels stay in [0, 1];
 * determinism: two runs with the same parameters (and seed) give identical outputs;
 * the model is left unchanged: weights and buffers (hashed), every module's training
-  flag (the model is handed over in *training* mode), ``requires_grad``, ``.grad``, hooks;
+  flag (the model is handed over in *training* mode), ``requires_grad``, ``.grad`` (values
+  hashed), hooks -- also when the model raises midway through the component's work;
 * bad inputs (pixels outside [0, 1], wrong rank, bad targets) raise ``ParameterError``.
 """
 from __future__ import annotations
@@ -42,7 +43,16 @@ __all__ = ["toy_model", "toy_data", "toy_batch", "check_component", "iter_checks
            "check_model_factory", "check_dataset", "check_sharded", "assert_model_unchanged"]
 
 
+class ToyModelFailure(RuntimeError):
+    """Raised by the toy model's forward when told to (``fail_at``): the error case of
+    :func:`check_model_unchanged`, raised *inside* the component's ``preserved()`` block."""
+
+
 class _ToyCNN(nn.Module):
+    #: Forward calls so far, and the call (1-based) that raises ToyModelFailure (0: none).
+    calls: int = 0
+    fail_at: int = 0
+
     def __init__(self, num_classes: int):
         super().__init__()
         self.features = nn.Module()
@@ -52,6 +62,9 @@ class _ToyCNN(nn.Module):
         self.head = nn.Linear(8, num_classes)
 
     def forward(self, x):
+        self.calls += 1
+        if self.fail_at and self.calls == self.fail_at:
+            raise ToyModelFailure(f"the toy model fails on forward call {self.calls} (as the check asks)")
         f = self.features
         h = torch.relu(f.conv2(torch.relu(f.bn1(f.conv1(x)))))
         return self.head(h.mean((2, 3)))
@@ -106,6 +119,9 @@ def assert_model_unchanged(model: ModelAdapter, fn: Callable[[], Any], expect_ra
     nothing about the model changed (also if ``fn`` raised ``expect_raise``)."""
     module = model.module
     module.train()
+    params = [q for q in module.parameters() if q.grad is None]
+    for q in params:  # existing .grad values, so an in-place edit of them shows in the fingerprint
+        q.grad = torch.full_like(q, 0.5)
     before = model_fingerprint(model)
     try:
         if expect_raise is not None:
@@ -120,10 +136,63 @@ def assert_model_unchanged(model: ModelAdapter, fn: Callable[[], Any], expect_ra
         after = model_fingerprint(model)
     finally:
         module.eval()
+        for q in params:
+            q.grad = None
     for key in before:
         if before[key] != after[key]:
-            raise AssertionError(f"the component changed the model's {key}")
+            changed = [a[0] for a, b in zip(before[key], after[key]) if a != b] if isinstance(before[key], tuple) else []
+            where = f" ({', '.join(map(str, changed[:5]))})" if changed else ""
+            raise AssertionError(f"the component changed the model's {key}{where}"
+                                 f"{' when it raised' if expect_raise is not None else ''}: {_FIX[key]}")
     return out
+
+
+_FIX = {
+    "weights": "never write parameters or buffers (run the model in eval mode, copy before editing).",
+    "modes": "do the work inside `with model.preserved():`, which restores every module's training flag.",
+    "requires_grad": "use `with model.preserved(freeze=True):` instead of toggling requires_grad yourself.",
+    "grads": "take gradients w.r.t. the input (torch.autograd.grad) inside `model.preserved(freeze=True)`; "
+             "never write, accumulate into or zero the parameters' .grad.",
+    "hooks": "remove every hook you register (use try/finally or `model.preserved()`), also on errors.",
+}
+
+
+def _unsupported(value: Any, where: str) -> tuple[str, str] | None:
+    """``(path, type name)`` of the first value a result may not hold (what :func:`encode`
+    and JSON refuse), or ``None``."""
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic, str, bool, int, float)) or value is None:
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        bad_key = next((k for k in value if not isinstance(k, (str, int, float, bool)) and k is not None), None)
+        if bad_key is not None:
+            return f"{where} (key {bad_key!r})", type(bad_key).__name__
+        items = [(f"[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return where, type(value).__name__
+    for suffix, v in items:
+        found = _unsupported(v, where + suffix)
+        if found:
+            return found
+    return None
+
+
+def _check_result_values(result: Result) -> None:
+    """Fail naming the field when a result holds a value that to_dict/JSON or save refuse."""
+    found = _unsupported(result, type(result).__name__)
+    if found:
+        path, tname = found
+        raise AssertionError(
+            f"{path} holds a {tname}, which a result cannot hold (to_dict()/JSON and save() refuse it): store "
+            "tensors, numpy arrays, numbers, strings, None, or lists/tuples/dicts (str/number keys) of those"
+            + (" -- e.g. a sorted list instead of a set" if tname in ("set", "frozenset") else "") + ".")
 
 
 def _outputs(obj: Any) -> dict[str, Any]:
@@ -193,6 +262,8 @@ def check_output(component) -> None:
     """Shapes, dtype and device follow the input; pixels stay in [0, 1]."""
     inst, model = _instance(component), toy_model()
     x, y = toy_data()
+    if isinstance(inst, Explainer):
+        _check_layer_maps(inst, model, x, y)
     for dtype in (torch.float32, torch.float64):
         out = _run(inst, model, x.to(dtype), y)
         if isinstance(out, AdversarialBatch):
@@ -203,11 +274,31 @@ def check_output(component) -> None:
             assert len(out.y_true) == len(x)
         elif isinstance(inst, Explainer):
             assert out.maps.shape == (len(x), *x.shape[-2:]), f"maps have shape {tuple(out.maps.shape)}"
-            assert out.maps.dtype == dtype and out.layer_maps.ndim == 3 and torch.isfinite(out.maps).all()
+            assert out.maps.dtype == dtype, f"maps have dtype {out.maps.dtype} for {dtype} input: follow the input"
+            assert out.layer_maps.ndim == 3, f"layer_maps have shape {tuple(out.layer_maps.shape)}, not (N, h, w)"
+            finite = torch.isfinite(out.maps).flatten(1).all(1)
+            assert finite.all(), (
+                f"the maps of {int((~finite).sum())} of {len(x)} images contain NaN or inf ({dtype}): return "
+                "finite maps (guard divisions, e.g. normalise by max(peak, eps); clamp logs)")
         else:
             assert isinstance(out, Result), f"analyze() returned {type(out).__name__}, not a Result"
+            _check_result_values(out)
             json.dumps(out.to_dict())
             out.table()
+
+
+def _check_layer_maps(inst: Explainer, model: ModelAdapter, x: torch.Tensor, y: torch.Tensor) -> None:
+    """What ``_explain_many`` returns, before the base class upsamples it: one ``(N, h, w)``
+    map per target vector (anything else would crash in ``interpolate``)."""
+    maps, layer = inst._layer_maps(model, x, [y])
+    assert isinstance(maps, (list, tuple)) and len(maps) == 1, (
+        f"_explain_many returned {type(maps).__name__} of length {len(maps) if hasattr(maps, '__len__') else '?'} "
+        "for 1 target vector: return ([one map per target vector], layer name)")
+    m = maps[0]
+    assert isinstance(m, torch.Tensor) and m.ndim == 3 and len(m) == len(x), (
+        f"_explain_many returned a map of shape {tuple(getattr(m, 'shape', ()))} for {len(x)} images: return "
+        f"(N, h, w) = ({len(x)}, h, w) maps at the layer's resolution (keep the spatial axes; do not reduce them)")
+    assert isinstance(layer, str), f"_explain_many returned the layer name {layer!r}: return the layer's name (str)"
 
 
 def check_save_load(component, tmp_dir: str | None = None) -> None:
@@ -218,6 +309,7 @@ def check_save_load(component, tmp_dir: str | None = None) -> None:
     inst, model = _instance(component), toy_model()
     x, y = toy_data()
     out = _run(inst, model, x, y)
+    _check_result_values(out)
     with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
         back = type(out).load(out.save(Path(d) / "r.pt"))
     assert _equal(_outputs(out), _outputs(back)), "save/load changed the result"
@@ -249,11 +341,20 @@ def check_deterministic(component) -> None:
 
 
 def check_model_unchanged(component) -> None:
-    """Weights, buffers, modes, requires_grad, grads and hooks are as before — also on error."""
+    """Weights, buffers, modes, requires_grad, grads and hooks are as before — also when the
+    model raises midway through the component's work (inside its ``preserved()`` block)."""
     inst, model = _instance(component), toy_model()
     x, y = toy_data()
     batch = toy_batch(model) if isinstance(inst, Analyzer) else None
+    net = model.module
+    net.calls = 0
     assert_model_unchanged(model, lambda: _run(inst, model, x, y, batch))
+    if net.calls:  # the component runs the model: make a forward in the middle of its work raise
+        net.calls, net.fail_at = 0, (net.calls + 1) // 2
+        try:
+            assert_model_unchanged(model, lambda: _run(_instance(component), model, x, y, batch), ToyModelFailure)
+        finally:
+            net.fail_at = 0
     bad = x.clone()
     bad[0, 0, 0, 0] = 2.0  # invalid input: the component must raise and still leave the model alone
     if isinstance(inst, Analyzer):

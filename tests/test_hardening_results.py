@@ -180,3 +180,131 @@ def test_registered_nested_dataclass_round_trips(tmp_path):
         Result.load(Outer(Inner(3)).save(tmp_path / "o.pt"))
     register_result_type(Inner)
     assert Result.load(tmp_path / "o.pt").inner == Inner(3)
+
+
+# ----------------------------------------------------------------------- items 16 and 25
+from typing import Any  # noqa: E402
+
+from advinterp.analyzers.activation_distance import ActivationDistance  # noqa: E402
+from advinterp.components import Explainer  # noqa: E402
+from advinterp.testing import check_component, check_model_unchanged, check_output, check_save_load  # noqa: E402
+
+
+class _ToyExplainer(Explainer):
+    name = "toy_explainer"
+
+    def _explain(self, model, x, target):
+        a = model.activations(x, [model.cam_layer])[model.cam_layer]
+        return a.mean(1), model.cam_layer
+
+
+class _NaNExplainer(_ToyExplainer):
+    def _explain(self, model, x, target):
+        m, layer = super()._explain(model, x, target)
+        return m / 0 * 0, layer
+
+
+class _FlatExplainer(_ToyExplainer):
+    def _explain(self, model, x, target):
+        m, layer = super()._explain(model, x, target)
+        return m.mean((1, 2)), layer
+
+
+@dataclasses.dataclass(frozen=True)
+class _SetResult(Result):
+    labels: Any
+
+
+class _SetAnalyzer(ActivationDistance):
+    name = "set_analyzer"
+
+    def _analyze(self, model, batch, **context):
+        return _SetResult({"cat", "dog"})
+
+
+def test_toy_explainer_passes_check_output():
+    check_output(_ToyExplainer)
+
+
+def test_nan_maps_fail_with_a_message():
+    with pytest.raises(AssertionError, match=r"maps of \d+ of 4 images contain NaN or inf.*return finite maps"):
+        check_output(_NaNExplainer)
+    with pytest.raises(AssertionError, match="_NaNExplainer: check_output: the maps"):
+        check_component(_NaNExplainer)
+
+
+def test_flat_maps_fail_a_named_check_not_interpolate():
+    with pytest.raises(AssertionError, match=r"returned a map of shape \(4,\) for 4 images: return \(N, h, w\)"):
+        check_output(_FlatExplainer)
+
+
+def test_result_holding_a_set_fails_naming_the_field():
+    for check in (check_output, check_save_load):
+        with pytest.raises(AssertionError, match=r"_SetResult\.labels holds a set.*sorted list instead of a set"):
+            check(_SetAnalyzer)
+
+
+def _params(model):
+    return list(model.module.parameters())
+
+
+class _GradEditOnError(ActivationDistance):
+    """Zeroes the parameters' .grad in place and restores them only when it succeeds."""
+
+    name = "grad_edit"
+
+    def _analyze(self, model, batch, **context):
+        saved = [p.grad.clone() if p.grad is not None else None for p in _params(model)]
+        for p in _params(model):
+            if p.grad is not None:
+                p.grad.mul_(0)
+        out = super()._analyze(model, batch, **context)
+        for p, g in zip(_params(model), saved):
+            if g is not None:
+                p.grad.copy_(g)
+        return out
+
+
+class _BufferLeakOnError(ActivationDistance):
+    """Shifts a batch-norm buffer and shifts it back only when it succeeds."""
+
+    name = "buffer_leak"
+
+    def _analyze(self, model, batch, **context):
+        bn = model.module.features.bn1
+        saved = bn.running_mean.clone()
+        bn.running_mean.add_(1.0)
+        out = super()._analyze(model, batch, **context)
+        bn.running_mean.copy_(saved)
+        return out
+
+
+def test_grad_values_are_fingerprinted():
+    from advinterp.model import model_fingerprint
+    from advinterp.testing import toy_model
+
+    model = toy_model()
+    for p in _params(model):
+        p.grad = torch.ones_like(p)
+    before = model_fingerprint(model)
+    _params(model)[0].grad.mul_(2)
+    assert model_fingerprint(model)["grads"] != before["grads"]
+
+
+def test_model_unchanged_catches_grad_edits_when_raising():
+    with pytest.raises(AssertionError, match=r"changed the model's grads \(.*\) when it raised: .*never write"):
+        check_model_unchanged(_GradEditOnError)
+
+
+def test_model_unchanged_catches_state_left_behind_when_raising():
+    with pytest.raises(AssertionError, match="changed the model's weights when it raised"):
+        check_model_unchanged(_BufferLeakOnError)
+
+
+def test_the_error_case_raises_inside_the_component():
+    from advinterp.testing import ToyModelFailure, toy_model
+
+    model = toy_model()
+    model.module.calls, model.module.fail_at = 0, 1
+    with pytest.raises(ToyModelFailure):
+        ActivationDistance().analyze(model, advinterp.testing.toy_batch(toy_model()))
