@@ -12,6 +12,7 @@ that validates inputs, adapts the model (``nn.Module`` or ART estimator ->
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -23,7 +24,8 @@ from .model import ModelAdapter, as_adapter
 from .params import Param, validate
 from .results import Result
 
-__all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_labels", "check_mask",
+__all__ = ["Component", "Attack", "Explainer", "Analyzer", "Probe", "check_images", "check_image_shape",
+           "check_labels", "check_mask", "check_batch_labels",
            "check_context", "as_dataset", "load_items", "load_labels", "Subset"]
 
 
@@ -83,32 +85,54 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- validation
-def check_images(owner: str, x: Any, name: str = "x") -> torch.Tensor:
+def check_images(owner: str, x: Any, name: str = "x", input_shape: Sequence[int] | None = None) -> torch.Tensor:
     """Return ``x`` as a float tensor ``(N, C, H, W)`` in [0, 1] or raise ParameterError.
 
-    Accepts torch tensors and numpy arrays (NCHW).
+    Accepts torch tensors and numpy arrays (NCHW). With ``input_shape`` (the model's
+    declared ``(C, H, W)``, e.g. ``ModelAdapter.input_shape``) each image must have that
+    shape; channels-last ``(N, H, W, C)`` batches are named as such with the permute to apply.
     """
     if not isinstance(x, torch.Tensor):
-        try:
-            import numpy as np
-
-            if isinstance(x, np.ndarray):
-                x = torch.from_numpy(np.ascontiguousarray(x))
-        except ImportError:  # pragma: no cover
-            pass
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise ParameterError(owner, name, x, "a torch.Tensor or numpy array of shape (N, C, H, W)")
     if x.ndim != 4:
         raise ParameterError(owner, name, x, "a batch of images of shape (N, C, H, W)",
                              "For a single image use x.unsqueeze(0); channels-last data must be permuted.")
+    if input_shape is not None:
+        check_image_shape(owner, x, tuple(int(s) for s in input_shape), name)
     if not x.is_floating_point():
         raise ParameterError(owner, name, x, "floating-point pixels in [0, 1]",
                              "Convert uint8 images with x.float() / 255.")
-    if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
-        lo, hi = float(x.min()), float(x.max())
-        raise ParameterError(owner, name, x, f"pixels in [0, 1] (found range [{lo:.3g}, {hi:.3g}])",
-                             "Pass un-normalised pixels; normalisation belongs in the ModelAdapter (mean=, std=).")
+    if x.numel():
+        finite = torch.isfinite(x).flatten(1).all(1)
+        if not finite.all():
+            bad = (~finite).nonzero().flatten()
+            raise ParameterError(owner, name, x, "finite pixels in [0, 1]",
+                                 f"The input contains NaN or inf in {len(bad)} of {len(x)} images "
+                                 f"(first: image {int(bad[0])}).")
+        if x.min() < 0 or x.max() > 1:
+            lo, hi = float(x.min()), float(x.max())
+            raise ParameterError(owner, name, x, f"pixels in [0, 1] (found range [{lo:.3g}, {hi:.3g}])",
+                                 "Pass un-normalised pixels; normalisation belongs in the ModelAdapter (mean=, std=).")
     return x
+
+
+def check_image_shape(owner: str, x: torch.Tensor, input_shape: tuple[int, ...], name: str = "x") -> None:
+    """Refuse a 4-d batch whose images are not ``input_shape`` ``(C, H, W)``; a channels-last
+    ``(N, H, W, C)`` batch gets the permute that fixes it."""
+    got = tuple(int(s) for s in x.shape[1:])
+    if len(input_shape) != 3 or got == input_shape:
+        return
+    c, h, w = input_shape
+    if got == (h, w, c):
+        raise ParameterError(owner, name, x, f"channels-first images of shape (N, {c}, {h}, {w})",
+                             f"This batch is channels-last (N, H, W, C) = {tuple(x.shape)}; "
+                             f"pass {name}.permute(0, 3, 1, 2) (a numpy array: {name}.transpose(0, 3, 1, 2)).")
+    raise ParameterError(owner, name, x, f"images of the model's input_shape (C, H, W) = {input_shape}",
+                         f"Got images of shape {got}; resize or convert them (channels and size) to {input_shape}, "
+                         "or declare the model's input_shape accordingly.")
 
 
 def check_labels(owner: str, y: Any, n: int, nb_classes: int | None, name: str = "y") -> torch.Tensor:
@@ -144,7 +168,7 @@ def check_mask(owner: str, mask: Any, shape: tuple[int, int, int, int], name: st
         except Exception:
             raise ParameterError(owner, name, mask, "a tensor or array of 0/1 values") from None
     expected = f"a 0/1 mask of shape ({h}, {w}), ({n}, {h}, {w}), ({n}, 1, {h}, {w}) or ({n}, {c}, {h}, {w})"
-    if mask.ndim == 2:
+    if mask.ndim == 2 and tuple(mask.shape) == (h, w):
         mask = mask[None, None].expand(n, 1, h, w)
     elif mask.ndim == 3:
         mask = mask[:, None]
@@ -194,7 +218,7 @@ class Attack(Component):
         """
         owner = f"{type(self).__name__}.generate"
         adapter = as_adapter(model)
-        x_in = check_images(owner, x)
+        x_in = check_images(owner, x, input_shape=adapter.input_shape)
         dev, dtype = x_in.device, x_in.dtype
         targeted = bool(getattr(self, "targeted", False))
         with adapter.preserved(freeze=True):
@@ -312,8 +336,8 @@ class Explainer(Component):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
                                  "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")
         adapter = as_adapter(model)
-        x0 = check_images(owner, batch.x0, "batch.x0")
-        xa = check_images(owner, batch.x_adv, "batch.x_adv")
+        x0 = check_images(owner, batch.x0, "batch.x0", adapter.input_shape)
+        xa = check_images(owner, batch.x_adv, "batch.x_adv", adapter.input_shape)
         n = len(x0)
         t0 = check_labels(owner, batch.y_true, n, adapter.nb_classes, "batch.y_true")
         t = check_labels(owner, batch.target, n, adapter.nb_classes, "batch.target")
@@ -340,7 +364,7 @@ class Explainer(Component):
                          ) -> list[Attribution]:
         """Validate ``x`` and each target vector (``names`` in the errors), explain, upsample."""
         adapter = as_adapter(model)
-        x_in = check_images(owner, x)
+        x_in = check_images(owner, x, input_shape=adapter.input_shape)
         ts = [check_labels(owner, t, len(x_in), adapter.nb_classes, name) for t, name in zip(targets, names)]
         if not ts:
             return []
@@ -358,7 +382,15 @@ class Explainer(Component):
         ``adapter.preserved(freeze=True)``; the maps come back detached."""
         with adapter.preserved(freeze=True):
             xm = x.to(adapter.device, adapter.dtype)
-            layer_maps, layer = self._explain_many(adapter, xm, [t.to(adapter.device) for t in targets])
+            ts = [t.to(adapter.device) for t in targets]
+            if len(xm) == 0:  # no images: explain one grey image for the layer's size and name, keep none
+                grey = torch.full((1, *xm.shape[1:]), 0.5, device=xm.device, dtype=xm.dtype)
+                with warnings.catch_warnings():  # nor the warnings about an image nobody passed
+                    warnings.simplefilter("ignore")
+                    layer_maps, layer = self._explain_many(adapter, grey, [t.new_zeros(1) for t in ts])
+                layer_maps = [m[:0] for m in layer_maps]
+            else:
+                layer_maps, layer = self._explain_many(adapter, xm, ts)
         return [m.detach() for m in layer_maps], layer
 
     @staticmethod
@@ -405,6 +437,12 @@ class Analyzer(Component):
     shardable: ClassVar[bool] = False
     #: Context keywords holding one entry per image of the batch (sliced with the shard).
     per_image_context: ClassVar[tuple[str, ...]] = ()
+    #: True for analyses that mean nothing on failed pairs (pse, is): ``analyze`` then warns
+    #: once with the number of pairs whose ``success`` is False.
+    warn_failed: ClassVar[bool] = False
+    #: False for analyses that never run the model on the batch's images (``attack_metrics``
+    #: of a batch with ``success``): ``analyze`` then does not hold them to ``input_shape``.
+    feeds_model: ClassVar[bool] = True
 
     def analyze(self, model: Any, batch: AdversarialBatch, **context: Any) -> Result:
         owner = f"{type(self).__name__}.analyze"
@@ -413,13 +451,55 @@ class Analyzer(Component):
             raise ParameterError(owner, "batch", batch, "an advinterp.AdversarialBatch",
                                  "Build one with an attack's generate() or AdversarialBatch.from_pair(x0, x_adv, y).")
         adapter = as_adapter(model)
-        check_images(owner, batch.x0, "batch.x0")
-        check_images(owner, batch.x_adv, "batch.x_adv")
+        shape = adapter.input_shape if self.feeds_model else None
+        check_images(owner, batch.x0, "batch.x0", shape)
+        check_images(owner, batch.x_adv, "batch.x_adv", shape)
+        check_batch_labels(owner, batch, _nb_classes_or_none(adapter))
+        if self.warn_failed:
+            warn_failed_pairs(owner, batch)
         with adapter.preserved(freeze=True):
             return self._analyze(adapter, batch, **context)
 
     def _analyze(self, model: ModelAdapter, batch: AdversarialBatch, **context: Any) -> Result:  # pragma: no cover
         raise NotImplementedError
+
+
+def _nb_classes_or_none(adapter: ModelAdapter) -> int | None:
+    """The adapter's class count, or ``None`` when it cannot tell (no linear head)."""
+    try:
+        return adapter.nb_classes
+    except Exception:  # IncompatibleModelError: labels are then checked for shape only
+        return None
+
+
+def check_batch_labels(owner: str, batch: AdversarialBatch, nb_classes: int | None) -> None:
+    """Refuse an :class:`AdversarialBatch` whose labels are out of ``[0, nb_classes)`` or whose
+    ``y_target`` equals ``y_true`` for some image (as :meth:`Attack.generate` does)."""
+    n = len(batch.x0)
+    y = check_labels(owner, batch.y_true, n, nb_classes, "batch.y_true")
+    if batch.y_target is not None or batch.y_adv is not None:
+        check_labels(owner, batch.target, n, nb_classes, "batch.target")
+    if batch.y_target is not None:
+        same = (batch.y_target.to(y.device).long() == y).nonzero().flatten()
+        if len(same):
+            bad = int(same[0])
+            raise ParameterError(owner, "batch.y_target", int(batch.y_target[bad]),
+                                 f"a class different from the true label (image {bad} has y_true={int(y[bad])})",
+                                 f"{len(same)} of {n} images have y_target == y_true; draw targets with "
+                                 "advinterp.data.random_targets(y, nb_classes).")
+
+
+def warn_failed_pairs(owner: str, batch: AdversarialBatch) -> int:
+    """Warn once (``UserWarning``) when some pairs of ``batch`` record ``success=False``;
+    return their number (0 when none failed or the batch has no ``success``)."""
+    if batch.success is None or not len(batch.success):
+        return 0
+    failed = int((~batch.success.bool()).sum())
+    if failed:
+        warnings.warn(f"{owner}: the attack failed on {failed} of {len(batch.success)} pairs "
+                      f"(success=False); their results describe no adversarial example and may be NaN "
+                      "(n_valid counts the images that entered the means).", UserWarning, stacklevel=3)
+    return failed
 
 
 def check_context(component: Component, owner: str, context: Mapping[str, Any]) -> None:

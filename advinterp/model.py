@@ -59,6 +59,12 @@ class ModelAdapter:
                 raise IncompatibleModelError(
                     f"ModelAdapter: the ART estimator {type(model).__name__} holds no torch module; "
                     "wrap an art.estimators.classification.PyTorchClassifier.")
+            if getattr(model, "channels_first", True) is False:
+                raise IncompatibleModelError(
+                    f"ModelAdapter: the ART {type(model).__name__} has channels_first=False (input_shape="
+                    f"{tuple(model.input_shape)}), but advinterp passes (N, C, H, W) batches. Rebuild it with "
+                    "PyTorchClassifier(..., input_shape=(C, H, W), channels_first=True) over a module that takes "
+                    "channels-first input.")
             clip = getattr(model, "clip_values", None)
             if clip is not None and (float(clip[0]) != 0.0 or float(clip[1]) != 1.0):
                 raise IncompatibleModelError(
@@ -135,6 +141,13 @@ class ModelAdapter:
         """Pixels in [0, 1] -> the model's input space."""
         if self._mean is None:
             return x
+        c = self._mean.shape[1]
+        if x.ndim == 4 and x.shape[1] != c and c > 1:
+            hint = (f" It looks channels-last (N, H, W, C) = {tuple(x.shape)}: pass x.permute(0, 3, 1, 2)."
+                    if x.shape[-1] == c else "")
+            raise ParameterError(f"{self.name}.normalize", "x", x,
+                                 f"channels-first pixels (N, {c}, H, W) for this adapter's {c}-channel mean/std",
+                                 f"Got {x.shape[1]} channels.{hint}")
         return (x - self._mean.to(x.device, x.dtype)) / self._std.to(x.device, x.dtype)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

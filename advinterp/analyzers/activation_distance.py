@@ -27,13 +27,23 @@ class ActivationDistanceResult(Result):
     per_image = ("distance", "relative")
 
     def mean(self) -> dict[str, float]:
-        """Mean distance per layer."""
-        return {l: float(self.distance[:, i].mean()) for i, l in enumerate(self.layers)}
+        """Mean distance per layer over the images where it is finite (``nan`` for none)."""
+        return {l: _finite_stat(self.distance[:, i], np.mean) for i, l in enumerate(self.layers)}
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"layer": l, "distance": float(self.distance[:, i].mean()),
-                 "distance_std": float(self.distance[:, i].std()),
-                 "relative": float(self.relative[:, i].mean())} for i, l in enumerate(self.layers)]
+        """One row per layer: ``n`` images, ``n_valid`` with a finite distance, and the mean /
+        std distance and mean relative distance over those."""
+        return [{"layer": l, "n": len(self.distance), "n_valid": int(np.isfinite(self.distance[:, i]).sum()),
+                 "distance": _finite_stat(self.distance[:, i], np.mean),
+                 "distance_std": _finite_stat(self.distance[:, i], np.std),
+                 "relative": _finite_stat(self.relative[:, i], np.mean)} for i, l in enumerate(self.layers)]
+
+
+def _finite_stat(v: np.ndarray, stat: Any) -> float:
+    """``stat`` of the finite entries of ``v``, ``nan`` when there are none."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(stat(v)) if len(v) else float("nan")
 
 
 class ActivationDistance(Analyzer):

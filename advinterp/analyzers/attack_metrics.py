@@ -42,6 +42,12 @@ class AttackMetrics(Result):
     def asr(self) -> float:
         return float(self.success.mean()) if len(self.success) else float("nan")
 
+    @property
+    def n_valid(self) -> int:
+        """Images the mean norms are taken over: the successful ones (``average_over="success"``)
+        or all."""
+        return int(self.success.sum()) if self.average_over == "success" else len(self.success)
+
     def mean(self, norm: str) -> float:
         v = getattr(self, norm)
         if self.average_over == "success":
@@ -49,8 +55,8 @@ class AttackMetrics(Result):
         return float(v.mean()) if len(v) else float("nan")
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"attack": self.attack, "model": self.model, "n": len(self.success), "asr": self.asr,
-                 **{k: self.mean(k) for k in NORMS}}]
+        return [{"attack": self.attack, "model": self.model, "n": len(self.success), "n_valid": self.n_valid,
+                 "asr": self.asr, **{k: self.mean(k) for k in NORMS}}]
 
 
 def attack_metrics(batch: Any, model: str = "", average_over: str = "success", tol: float = 1e-8) -> AttackMetrics:
@@ -76,6 +82,7 @@ class AttackMetricsAnalyzer(Analyzer):
 
     name = "attack_metrics"
     shardable = True
+    feeds_model = False  # norms of delta; the model only runs (below) when success is missing
     params = {
         "average_over": Param.choice("success", ("success", "all"),
                                      doc="average the norms over successful images or all"),
@@ -84,7 +91,10 @@ class AttackMetricsAnalyzer(Analyzer):
 
     def _analyze(self, model, batch, **context):
         if batch.success is None:
+            from ..components import check_images
             from ..data import AdversarialBatch
+
+            check_images(f"{type(self).__name__}.analyze", batch.x0, "batch.x0", model.input_shape)
 
             batch = AdversarialBatch.from_pair(batch.x0, batch.x_adv, batch.y_true, model=model,
                                                y_target=batch.y_target, attack=batch.attack)

@@ -207,6 +207,7 @@ class InterpretabilityScoreAnalyzer(Analyzer):
     name = "is"
     context_keys = ("explainer", "maps")
     shardable = True
+    warn_failed = True
     per_image_context = ("maps",)
     params = {
         "explainer": Param(

@@ -102,7 +102,7 @@ def grid_norms(delta: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, 
     l2 = torch.zeros(n, len(boxes), dtype=torch.float64, device=d.device)
     linf = torch.zeros_like(l2)
     for j, (y0, x0, y1, x1) in enumerate(torch.as_tensor(boxes).tolist()):
-        part = d[:, :, y0:y1, x0:x1].reshape(n, -1)
+        part = d[:, :, y0:y1, x0:x1].flatten(1)
         l2[:, j] = part.norm(dim=1)
         linf[:, j] = part.abs().amax(1)
     return l2, linf
@@ -489,6 +489,7 @@ class PSEAnalyzer(Analyzer):
     name = "pse"
     context_keys = ()
     shardable = True
+    warn_failed = True
     params = {
         "size": Param.integer(None, low=1, allow_none=True,
                               doc="grid window side (None: 13/224 of the image side, at least 2)"),

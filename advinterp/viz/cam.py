@@ -22,7 +22,8 @@ CAM_PAIR_KEYS: dict[str, tuple[str, str]] = {
 
 def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
                       classes: Sequence[str] | None = None, titles: Sequence[str] | None = None, *,
-                      y_true: Any = None, target: Any = None, alpha: float = 0.5) -> "Figure":
+                      y_true: Any = None, target: Any = None, success: Any = None,
+                      alpha: float = 0.5) -> "Figure":
     """The four CAMs of Fig. 3 of the PSE paper overlaid on the clean/adversarial images.
 
     One row per image and one column per map: ``F(x0, t0)`` and ``F(x0, t)`` on the clean
@@ -42,6 +43,8 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
         titles: one row title per image (overrides the default ``"t0 -> t"``).
         y_true, target: ``(N,)`` labels for the row titles (default: the Attributions'
             ``target`` of ``"x0_t0"`` and ``"xadv_t"`` when given as Attributions).
+        success: ``(N,)`` bool attack success (e.g. ``batch.success``): rows of failed pairs
+            are titled ``"t0 -> t (failed)"``, since ``t`` was then not reached.
 
     Returns:
         A Figure with ``n * len(columns)`` axes.
@@ -75,6 +78,8 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
     if target is None and "xadv_t" in maps:
         target = getattr(maps["xadv_t"], "target", None)
     name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
+    failed = (np.zeros(len(x0), dtype=bool) if success is None else
+              ~np.asarray(success.detach().cpu() if hasattr(success, "detach") else success, dtype=bool).reshape(-1))
 
     fig = Figure(figsize=(1.9 * len(keys) + 0.6, 1.95 * n + 0.5), dpi=100)
     axes = fig.subplots(n, len(keys), squeeze=False)
@@ -97,7 +102,7 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
         if titles is not None and i < len(titles):
             label = str(titles[i])
         elif y_true is not None and target is not None:
-            label = f"{name(y_true[i])} \u2192 {name(target[i])}"
+            label = f"{name(y_true[i])} \u2192 {name(target[i])}" + (" (failed)" if failed[i] else "")
         else:
             label = f"image {i}"
         axes[i, 0].set_ylabel(label, fontsize=8)
