@@ -246,3 +246,14 @@ def test_attack_metrics_holds_images_to_input_shape_only_when_it_runs_the_model(
     without = AdversarialBatch(x, x + 0.1, torch.tensor([0, 1]))
     refused(model, lambda: advinterp.get_analyzer("attack_metrics").analyze(model, without),
             r"batch\.x0.*input_shape \(C, H, W\) = \(3, 16, 16\)")
+
+
+def test_refine_rows_report_n_valid():
+    from advinterp.analyzers.attack_metrics import AttackMetrics
+    from advinterp.analyzers.refine import Refinement
+
+    ok = np.array([True, False, True])
+    m = AttackMetrics("pgd", "toy", ok, *(np.ones(3),) * 4)
+    rows = Refinement(attack="pgd", model="toy", original=m, refined={"S1": m}, support_share={"S1": np.ones(3)},
+                      batches={}).rows()
+    assert rows[0]["n_valid_original"] == rows[0]["n_valid_refined"] == 2

@@ -70,7 +70,8 @@ class Refinement(Result):
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per support: mean l0..linf original vs refined (over the successful
-        examples of each, ``attack_metrics``' convention), ASR original and refined."""
+        examples of each, ``attack_metrics``' convention), ASR original and refined, and the
+        images each mean is taken over (``n_valid_original``, ``n_valid_refined``)."""
         rows = []
         for name, ref in self.refined.items():
             row: dict[str, Any] = {"attack": self.attack, "model": self.model, "support": name,
@@ -82,6 +83,7 @@ class Refinement(Result):
                 row[f"{k}_refined"] = ref.mean(k)
             row["asr_original"] = self.original.asr
             row["asr_refined"] = ref.asr
+            row["n_valid_original"], row["n_valid_refined"] = self.original.n_valid, ref.n_valid
             rows.append(row)
         return rows
 
