@@ -73,7 +73,8 @@ def advinterp_register_models(register):
 
     for arch in TORCHVISION_ARCHS:
         f = partial(torchvision_model, arch)
-        f.__doc__ = f"torchvision {arch} (ImageNet, 1000 classes); weights=PATH, cached torchvision weights, or 'random'."
+        f.__doc__ = (f"torchvision {arch} (ImageNet, 1000 classes); weights=PATH, cached torchvision weights, or "
+                     "'random' (seeded by seed=0).")
         register(f, f"torchvision:{arch}")
 
 
@@ -151,12 +152,17 @@ def synthetic_cnn_robust(device: str = "cpu", path: str | None = None):
     return synthetic_cnn(robust=True, device=device, path=path)
 
 
-def torchvision_model(arch: str, weights: str | None = None, device: str = "cpu"):
-    """A torchvision classifier with the user's or cached weights (never downloads)."""
+def torchvision_model(arch: str, weights: str | None = None, device: str = "cpu", seed: int = 0):
+    """A torchvision classifier with the user's or cached weights (never downloads).
+
+    ``weights``: a ``state_dict`` path, ``None`` (torchvision's cache) or ``"random"`` (the
+    random initialisation, drawn from ``seed``: default 0; the same seed gives identical
+    weights). ``seed`` is ignored when weights are loaded.
+    """
     from .model import ModelAdapter
     from .models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD, cam_layer_of, load_torchvision_model
 
-    module = load_torchvision_model(arch, weights=weights).to(device)
+    module = load_torchvision_model(arch, weights=weights, seed=seed).to(device)
     cam, head = cam_layer_of(arch)
     return ModelAdapter(module, mean=IMAGENET_MEAN, std=IMAGENET_STD, nb_classes=1000,
                         input_shape=_TV_INPUT.get(arch, (3, 224, 224)), cam_layer=cam, classifier=head,

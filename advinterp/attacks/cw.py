@@ -23,8 +23,9 @@ import torch
 
 from ..components import Attack
 from ..params import Param
+from .guards import needs_grad
 
-__all__ = ["CarliniL2", "carlini_l2", "cw_loss", "cw_success", "cw_objective", "to_tanh_space",
+__all__ = ["CarliniL2", "carlini_l2", "snap_to_clean", "cw_loss", "cw_success", "cw_objective", "to_tanh_space",
            "from_tanh_space", "update_const"]
 
 #: Initial upper bound of the binary search over ``c`` ("infinity" in the original code).
@@ -171,7 +172,16 @@ def _cw_batch(logits_fn, x, labels, mask, targeted, confidence, lr, steps, max_i
             _, x_adv, logits, l2 = cw_objective(logits_fn, w.detach(), x, labels, const, confidence, targeted, mask)
             succeeded |= record(x_adv, logits, l2)
         const, lower, upper = update_const(const, lower, upper, succeeded)
-    return best
+    return snap_to_clean(best, x)
+
+
+def snap_to_clean(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x_adv`` with the entries that differ from ``x`` only by the tanh round trip (the
+    clamp to ``[1e-6, 1 - 1e-6]`` plus float rounding) set to exactly ``x``: an image the
+    attack did not change (e.g. already misclassified) comes back as ``x`` itself, and l0
+    counts only the entries the attack really moved."""
+    tol = 2 * _TANH_CLAMP + 8 * torch.finfo(x.dtype).eps
+    return torch.where((x_adv - x).abs() <= tol, x, x_adv)
 
 
 class CarliniL2(Attack):
@@ -186,7 +196,8 @@ class CarliniL2(Attack):
     Minimises ``||x_adv - x||_2^2 + c * max(max_{j != t} Z_j - Z_t, -kappa)`` (targeted;
     untargeted ``max(Z_y - max_{j != y} Z_j, -kappa)``) over ``x_adv = (tanh(w) + 1) / 2``
     with Adam, binary search on ``c`` per image; returns the smallest-L2 iterate that was
-    adversarial with margin kappa, or ``x`` itself for images never successful. Supports a
+    adversarial with margin kappa, or ``x`` itself for images never successful or not
+    changed (entries moved by no more than the tanh round trip, ~1e-6, are exactly ``x``). Supports a
     mask (``delta = 0`` outside it). Unlike ART there is no line search (``max_halving`` /
     ``max_doubling``): Adam, as in the original paper.
     """
@@ -204,6 +215,7 @@ class CarliniL2(Attack):
     }
     conformance_params = {"max_iter": 3, "binary_search_steps": 2, "learning_rate": 0.05, "batch_size": 3}
 
+    @needs_grad
     def _generate(self, model, x, y, target, mask=None):
         return carlini_l2(model.logits, x, target if self.targeted else y, targeted=self.targeted,
                           confidence=self.confidence, learning_rate=self.learning_rate,

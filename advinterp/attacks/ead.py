@@ -26,6 +26,7 @@ import torch
 
 from ..components import Attack
 from ..params import Param
+from .guards import needs_grad
 from .cw import C_UPPER, _expand, cw_loss, cw_success, update_const
 
 __all__ = ["ElasticNet", "elastic_net", "projected_shrinkage"]
@@ -136,6 +137,7 @@ class ElasticNet(Attack):
     conformance_params = {"max_iter": 3, "binary_search_steps": 2, "learning_rate": 0.05, "initial_const": 1.0,
                           "batch_size": 3}
 
+    @needs_grad
     def _generate(self, model, x, y, target, mask=None):
         return elastic_net(model.logits, x, target if self.targeted else y, targeted=self.targeted,
                            confidence=self.confidence, learning_rate=self.learning_rate,

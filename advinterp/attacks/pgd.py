@@ -5,6 +5,7 @@ import torch
 
 from ..components import Attack
 from ..params import Param
+from .guards import linf_eps_param, needs_grad
 from .pgd_core import pgd_linf
 
 
@@ -18,7 +19,7 @@ class PGD(Attack):
 
     name = "pgd"
     params = {
-        "eps": Param.number(0.3, low=0.0, doc="l_inf bound in pixel units"),
+        "eps": linf_eps_param(0.3, doc="l_inf bound in pixel units, at most 1 (8/255 for a 0-255 budget of 8)"),
         "eps_step": Param.number(0.1, low=0.0, low_open=True, doc="step size"),
         "max_iter": Param.integer(100, low=0, doc="number of steps"),
         "targeted": Param.boolean(False),
@@ -27,6 +28,7 @@ class PGD(Attack):
     }
     conformance_params = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 3, "num_random_init": 1}
 
+    @needs_grad
     def _generate(self, model, x, y, target):
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         return pgd_linf(model.logits, x, target if self.targeted else y, self.eps, self.eps_step, self.max_iter,

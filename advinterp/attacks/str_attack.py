@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from ..components import Attack
 from ..exceptions import ParameterError
 from ..params import Param
+from .guards import linf_eps_param, needs_grad
 
 __all__ = ["StrAttack", "default_group_size", "group_padding", "unfold_groups", "fold_groups", "group_counts",
            "group_sizes", "group_norms", "group_soft_threshold", "project_box_linf"]
@@ -181,7 +182,7 @@ class StrAttack(Attack):
     supports_mask = True
     params = {
         "targeted": Param.boolean(True, doc="targeted attack (the paper's setting)"),
-        "eps": Param.number(0.5, low=0.0, low_open=True, doc="l_inf bound on the perturbation"),
+        "eps": linf_eps_param(0.5, low_open=True, doc="l_inf bound on the perturbation, at most 1 (pixel units)"),
         "group_size": Param.integer(None, low=1, allow_none=True,
                                     doc="side of the square groups; None: 13 (>=200 px), 2 (<=32 px), else scaled"),
         "group_stride": Param.integer(None, low=1, allow_none=True,
@@ -219,6 +220,7 @@ class StrAttack(Attack):
         return size, stride
 
     # ------------------------------------------------------------------ the attack
+    @needs_grad
     def _generate(self, model, x, y, target, mask=None):
         size, stride = self._geometry(x)
         labels = target if self.targeted else y

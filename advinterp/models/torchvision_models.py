@@ -8,7 +8,8 @@ initialisation and then loads weights from
 * torchvision's own cache, ``<torch hub dir>/checkpoints/`` (``weights=None``), where
   ``torchvision.models.resnet50(weights="IMAGENET1K_V1")`` would have stored the file on a
   machine with network access, or
-* nowhere (``weights="random"``: keep the random initialisation, e.g. for benchmarks).
+* nowhere (``weights="random"``: keep the random initialisation, e.g. for benchmarks;
+  ``seed=`` (default 0) makes it reproducible).
 
 Example::
 
@@ -193,7 +194,7 @@ def _fix_legacy_keys(arch: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.
     return sd
 
 
-def load_torchvision_model(arch: str, weights: str | Path | None = None) -> torch.nn.Module:
+def load_torchvision_model(arch: str, weights: str | Path | None = None, seed: int = 0) -> torch.nn.Module:
     """Build torchvision's ``arch`` and load its weights offline; returned in eval mode.
 
     Args:
@@ -203,7 +204,10 @@ def load_torchvision_model(arch: str, weights: str | Path | None = None) -> torc
             name of one of its ``IMAGENET1K_V*`` weights). A path: a ``state_dict`` file
             (or a dict with ``"state_dict"``/``"model"``; ``"module."`` prefixes are stripped;
             ``num_classes`` is taken from the checkpoint's classification layer).
-            ``"random"``: keep the random initialisation.
+            ``"random"``: keep the random initialisation, drawn from ``seed``.
+        seed: seeds the random initialisation of ``weights="random"`` (default 0): the same
+            seed gives identical weights; the global torch RNG is left as it was. Ignored
+            when weights are loaded.
 
     Raises:
         ParameterError: unknown ``arch``; a ``weights`` file that is not a matching ``state_dict``.
@@ -218,7 +222,11 @@ def load_torchvision_model(arch: str, weights: str | Path | None = None) -> torc
         kwargs["init_weights"] = True
 
     if isinstance(weights, str) and weights == "random":
-        return builder(weights=None, **kwargs).eval()
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ParameterError(_OWNER, "seed", seed, "an integer >= 0 (seeds weights='random')")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return builder(weights=None, **kwargs).eval()
 
     if weights is None:
         path = _find_cached(arch)

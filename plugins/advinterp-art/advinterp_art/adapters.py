@@ -25,6 +25,7 @@ import torch
 
 from advinterp import Attack, Param, ParameterError
 from advinterp.api import ModelAdapter, progress_enabled
+from advinterp.attacks.guards import check_linf_eps, check_norm_budget, is_linf, linf_eps_param, needs_grad
 
 __all__ = ["ARTAttack", "make_art_attack", "norm_param", "seeded", "ADAPTERS", "ARTFastGradientMethod",
            "ARTBasicIterativeMethod", "ARTProjectedGradientDescent", "ARTCarliniL2Method", "ARTElasticNet",
@@ -144,8 +145,11 @@ class ARTAttack(Attack):
             raise ParameterError(type(self).__name__, "parameters", shown,
                                  f"values ART's {cls.__name__} accepts (ART: {e})") from e
 
+    @needs_grad
     def _generate(self, model: ModelAdapter, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                   mask: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
+        if "norm" in self.params and "eps" in self.params:
+            check_norm_budget(type(self).__name__, self.eps, self.norm, tuple(x.shape))
         attack = self.make_art_attack(_estimator_for(model, x))
         labels = target if getattr(self, "targeted", False) else y
         x_np = x.detach().cpu().numpy().astype(np.float32)
@@ -205,7 +209,10 @@ _TARGETED = Param.boolean(False, doc="targeted attack (targets are passed to ART
 _CHEAP_LINF = {"eps": 8 / 255, "eps_step": 2 / 255}
 
 
-def _check_random_init_norm(self) -> None:
+def _check_norm_eps(self) -> None:
+    # an l_inf eps is in pixel units: at most 1 (eps=8 is a 0-255 habit)
+    if is_linf(self.norm):
+        check_linf_eps(type(self).__name__, "eps", self.eps)
     # ART's random start (art.utils.random_sphere) supports only these norms
     if getattr(self, "num_random_init", 0) and self.norm not in ("inf", math.inf, 1, 2):
         raise ParameterError(type(self).__name__, "norm", self.norm, '"inf", np.inf, 1 or 2 with num_random_init > 0',
@@ -225,14 +232,14 @@ ARTFastGradientMethod = make_art_attack(
         "seed": _seed_param(),
     },
     doc="ART's FastGradientMethod (FGSM for norm=inf; ART's parameters and defaults).",
-    class_name="ARTFastGradientMethod", supports_mask=True, check=_check_random_init_norm,
+    class_name="ARTFastGradientMethod", supports_mask=True, check=_check_norm_eps,
     conformance_params={**_CHEAP_LINF, "num_random_init": 1},
 )
 
 ARTBasicIterativeMethod = make_art_attack(
     "art.bim", _EVASION + "iterative_method.BasicIterativeMethod",
     {
-        "eps": _eps(0.3),
+        "eps": linf_eps_param(0.3, doc="maximum l_inf perturbation (pixel units, at most 1)"),
         "eps_step": _eps_step(0.1),
         "max_iter": Param.integer(100, low=0),
         "targeted": _TARGETED,
@@ -259,7 +266,7 @@ ARTProjectedGradientDescent = make_art_attack(
         "seed": _seed_param(),
     },
     doc="ART's ProjectedGradientDescentPyTorch (PGD; ART's parameters and defaults).",
-    class_name="ARTProjectedGradientDescent", supports_mask=True, check=_check_random_init_norm,
+    class_name="ARTProjectedGradientDescent", supports_mask=True, check=_check_norm_eps,
     conformance_params={**_CHEAP_LINF, "max_iter": 3, "num_random_init": 1},
 )
 

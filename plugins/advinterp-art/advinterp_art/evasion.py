@@ -11,6 +11,8 @@
 
 * parameters are advinterp's (``attack_params`` lists them); bad values raise advinterp's
   :class:`~advinterp.ParameterError` (a ``ValueError``, like ART's own checks);
+  ``targeted`` defaults to False, as for every ART attack, even where the advinterp attack
+  is targeted by default (``str``): pass ``targeted=True`` for targets in ``y``;
 * ``generate(x, y=None, mask=None)``: ``x`` a numpy array ``(N, C, H, W)`` in [0, 1]; ``y``
   one-hot or class indices — the true labels (untargeted; ``None``: the estimator's
   predictions) or the targets (``targeted=True``, as in ART). Images already classified
@@ -55,6 +57,10 @@ class AdvinterpEvasionAttack(EvasionAttack):
         super().__init__(estimator=estimator)
         self._adapter = as_adapter(estimator)  # IncompatibleModelError for non-PyTorch estimators
         self._ready = False
+        if "targeted" in self.advinterp_attack.params:
+            # ART's convention: an EvasionAttack is untargeted unless targeted=True is passed
+            # (``str`` is targeted by default in advinterp; ART's trainers refuse targeted attacks)
+            params.setdefault("targeted", False)
         for k, v in validate(type(self).__name__, self.advinterp_attack.params, params).items():
             setattr(self, k, v)
         self._ready = True

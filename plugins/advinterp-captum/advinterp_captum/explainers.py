@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
-from advinterp import Explainer, IncompatibleModelError, Param
+from advinterp import Explainer, IncompatibleModelError, Param, ParameterError
 from advinterp.api import ModelAdapter
 
 __all__ = ["CaptumLayerExplainer", "CAM", "GradCAM", "GradCAMPlusPlus", "EXPLAINERS"]
@@ -77,6 +77,8 @@ class CaptumLayerExplainer(Explainer):
         (each ``(N,)``), in batches of ``batch_size`` images. Call under
         ``model.preserved(freeze=True)``; ``x`` on the model's device, validated."""
         module = model.layer(layer)
+        if len(x):
+            self._check_spatial(model, module, layer, x[:1])
         ctx = self._prepare(model, layer)
         outs: list[list[torch.Tensor]] = [[] for _ in targets]
         for i in range(0, len(x), self.batch_size):
@@ -90,6 +92,30 @@ class CaptumLayerExplainer(Explainer):
 
     def _prepare(self, model: ModelAdapter, layer: str) -> Any:
         return None
+
+    def _check_spatial(self, model: ModelAdapter, module: torch.nn.Module, layer: str, x1: torch.Tensor) -> None:
+        """Raise :class:`ParameterError` (listing suitable layers) unless ``layer`` outputs a
+        ``(N, C, h, w)`` feature map; ``x1``: one image (one forward pass)."""
+        seen: dict[str, Any] = {}
+        handle = module.register_forward_hook(lambda mod, inp, out: seen.setdefault("out", out))
+        try:
+            with torch.no_grad():
+                model.logits(x1)
+        finally:
+            handle.remove()
+        out = seen.get("out")
+        if isinstance(out, torch.Tensor) and out.ndim == 4:
+            return
+        shape = (f"(N, {', '.join(str(d) for d in out.shape[1:])})" if isinstance(out, torch.Tensor)
+                 else f"a {type(out).__name__}")
+        try:
+            layers = ", ".join(repr(n) for n in model.feature_layers())
+            hint = f"Suitable layers (model.feature_layers()): {layers}."
+        except IncompatibleModelError:
+            hint = "Pick a convolutional stage, e.g. model.cam_layer."
+        raise ParameterError(type(self).__name__, "layer", layer,
+                             f"a layer whose output is a (N, C, h, w) feature map (its output is {shape})",
+                             f"{type(self).__name__} weighs the channels of a spatial map. {hint}")
 
     def _chunk(self, model, module, layer, xb, targets, ctx) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
