@@ -31,7 +31,7 @@ def explainer_section(group: ReportGroup, run: Run) -> Section:
     if batch is not None and len(batch):
         pair = first.result
         fig = plot_cam_overlays(batch.x0, batch.x_adv, pair.maps(), n=4, classes=run.classes,
-                                y_true=batch.y_true, target=batch.target)
+                                y_true=batch.y_true, target=batch.target, success=batch.success)
         name = "cam_pairs.png" if group.name == "cam" else f"cam_pairs_{group.name}.png"
         figures.append((f"{group.name} maps of {first.id} (normalised to a common maximum per image)",
                         run.save_figure(fig, name)))
