@@ -69,9 +69,13 @@ class _LinfEps(Param):
 
 
 def linf_eps_param(default: float, low_open: bool = False, doc: str = "") -> Param:
-    """An l_inf bound in pixel units: a finite number in [0, 1] (``(0, 1]`` when ``low_open``)."""
+    """An l_inf bound in pixel units: a finite number in [0, 1] (``(0, 1]`` when ``low_open``).
+
+    Values above 1 get :func:`check_linf_eps`'s message; the others the usual
+    ``expected a finite number >= 0.0``."""
     base = Param.number(default, low=0.0, high=1.0, low_open=low_open, doc=doc)
-    return _LinfEps(default, base.check, base.expected, doc, base.invalid + (8,))
+    lower = Param.number(default, low=0.0, low_open=low_open)
+    return _LinfEps(default, base.check, lower.expected, doc, base.invalid + (8,))
 
 
 def is_linf(norm: Any) -> bool:
