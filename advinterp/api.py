@@ -26,6 +26,10 @@ Reports and studies
     :class:`Section` (title, text, tables, figures), :func:`save_figure`,
     :class:`ReportGroup`, :class:`Run`, :class:`StepView` (what ``advinterp_report_section``
     receives), :class:`ShardTask` and :class:`Executor` (``advinterp_study_executor``).
+Attack guards
+    :func:`needs_grad` (an attack's ``_generate`` runs with gradients whatever the caller's grad
+    mode), :func:`check_linf_eps`, :func:`linf_eps_param`, :func:`is_linf`,
+    :func:`check_norm_budget` (budgets that fit [0, 1] pixels and the image size).
 Plumbing
     :data:`hookimpl`, :func:`progress_bar`, :func:`progress_enabled`, :func:`get_registry`,
     :func:`is_building` (true while plugins' hooks run: do not ask for the registry then),
@@ -34,6 +38,7 @@ Plumbing
 """
 from __future__ import annotations
 
+from .attacks.guards import check_linf_eps, check_norm_budget, is_linf, linf_eps_param, needs_grad
 from .components import (Analyzer, Attack, Component, Explainer, Probe, Subset, as_dataset, check_context,
                          check_images, check_labels, check_mask, load_items, load_labels)
 from .data import AdversarialBatch, Attribution, PairMaps, random_targets
@@ -51,7 +56,7 @@ from .results import Result, format_table
 from .study.views import ReportGroup, Run, StepView
 from .viz.common import save_figure
 
-__all__ = ["Analyzer", "Attack", "Component", "Explainer", "Probe", "Subset", "as_dataset", "check_context", "check_images",
+__all__ = ["check_linf_eps", "check_norm_budget", "is_linf", "linf_eps_param", "needs_grad", "Analyzer", "Attack", "Component", "Explainer", "Probe", "Subset", "as_dataset", "check_context", "check_images",
            "check_labels", "check_mask", "load_items", "load_labels", "AdversarialBatch", "Attribution", "PairMaps",
            "random_targets", "AdvinterpError", "DatasetFormatError", "IncompatibleModelError",
            "MissingDependencyError", "ParameterError", "UnknownComponentError", "Executor", "ShardTask", "hookimpl",

@@ -261,3 +261,10 @@ def get_executor(engine: str = "local"):
         raise ParameterError("advinterp", "engine", engine, "an engine a loaded plugin provides ('local' is built in)",
                              "Install the plugin that provides it; `advinterp list` shows the loaded plugins.")
     return ex
+
+
+# Result.load reaches the plugins (whose result types it may need) through this callable
+# instead of importing the registry, which sits above it.
+from . import results as _results  # noqa: E402
+
+_results.plugin_loader = list_plugins

@@ -20,7 +20,7 @@ import math
 import sys
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -134,6 +134,21 @@ def decode(value: Any, writer: str = "") -> Any:
     return value
 
 
+#: Loads the installed plugins (so their result types are defined) and returns their
+#: :class:`~advinterp.plugins.PluginStatus` list. Set by :mod:`advinterp.registry` when it is
+#: imported: results sit below the registry and reach it only through this callable.
+plugin_loader: Callable[[], list] | None = None
+
+
+def _plugin_statuses() -> list:
+    if plugin_loader is None:
+        return []
+    try:
+        return list(plugin_loader())
+    except Exception:  # a broken plugin setup must not hide the file's own problem
+        return []
+
+
 def _written_by(writer: str) -> str:
     return f"advinterp {writer}" if writer else "an advinterp of version 0.1.0 or older (the file records none)"
 
@@ -145,12 +160,7 @@ def _result_class(name: str, writer: str) -> type:
 
     types = result_types()
     if name not in types:
-        try:
-            from .registry import get_registry
-
-            get_registry()  # the plugins' result types are defined when the plugins load
-        except Exception:
-            pass
+        _plugin_statuses()  # the plugins' result types are defined when the plugins load
         types = result_types()
     if name in types:
         return types[name]
@@ -173,13 +183,7 @@ def _result_class(name: str, writer: str) -> type:
 
 def _plugin_state(package: str) -> str:
     """Why the plugin providing ``package`` is not loaded, as far as the registry knows."""
-    try:
-        from .registry import list_plugins
-
-        statuses = list_plugins()
-    except Exception:
-        statuses = []
-    for st in statuses:
+    for st in _plugin_statuses():
         if st.source.startswith("entry point ") and st.source.split()[2].split(".")[0] == package:
             why = st.error or "not loaded"
             return (f"The plugin {st.name!r} providing {package!r} is unavailable ({why})"

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from advinterp import Attack, Param, ParameterError
-from advinterp.api import ModelAdapter, progress_enabled
-from advinterp.attacks.guards import check_linf_eps, check_norm_budget, is_linf, linf_eps_param, needs_grad
+from advinterp.api import (ModelAdapter, check_linf_eps, check_norm_budget, is_linf, linf_eps_param, needs_grad,
+                           progress_enabled)
 
 __all__ = ["ARTAttack", "make_art_attack", "norm_param", "seeded", "ADAPTERS", "ARTFastGradientMethod",
            "ARTBasicIterativeMethod", "ARTProjectedGradientDescent", "ARTCarliniL2Method", "ARTElasticNet",
