@@ -186,17 +186,13 @@ class Study:
         keys, and load the models -- before anything runs. Returns ``self``."""
         if self._checked:
             return self
-        reg = get_registry()
-        for mid, ms in self.spec.models.items():
+        for mid in self.spec.models:
             self._model(mid)
         for did in self.spec.data:
             self._dataset(did)
         for s in self.steps:
             comp = self._component(s)
             keys = getattr(comp, "context_keys", ())
-            if s.kind in ("attack", "explainer") and s.context:
-                raise self._error(s.where, "context", f"{s.kind} steps take no context.",
-                                  "Context feeds analyzers and probes.")
             if keys is not None and s.context:
                 bad = sorted(set(s.context) - set(keys))
                 if bad:
@@ -207,7 +203,6 @@ class Study:
                     raise self._error(s.where, None, f"{s.kind} step {s.id!r} must say which data it reads: data = "
                                       f"one of {', '.join(self.spec.data) or '(none: add a [data.<id>] table)'}.")
                 s.data = next(iter(self.spec.data))  # the only data: part of the step's key from here on
-        del reg
         self._checked = True
         return self
 
@@ -406,7 +401,7 @@ class Study:
             return list(imagenet_classes())
         return None
 
-    def _input(self, s: StepSpec, ref: str, cache: dict[str, Any], store: ResultStore, model: ModelAdapter) -> Any:
+    def _input(self, s: StepSpec, ref: str, cache: dict[str, Any], model: ModelAdapter) -> Any:
         if ref in cache:
             return cache[ref]
         if ref in self.spec.data:  # pairs data as a batch
@@ -438,7 +433,7 @@ class Study:
         def merged(parts: list[Result]) -> Result:
             return parts[0] if len(parts) == 1 else type(parts[0]).merge(parts)
 
-        context = {k: self._input(s, ref, cache, store, model) for k, ref in s.context.items()}
+        context = {k: self._input(s, ref, cache, model) for k, ref in s.context.items()}
         if s.kind == "attack":
             data = self._dataset(s.data)
             stop = len(data) if s.n is None else min(len(data), s.start + s.n)
@@ -460,7 +455,7 @@ class Study:
                 tasks = [ShardTask(s.id, 0, attack_shard, (comp, model, data, [], y, t), label="no images")]
             return merged(run_tasks(tasks))
         if s.kind in ("analyzer", "explainer"):
-            full = self._input(s, s.batch, cache, store, model)
+            full = self._input(s, s.batch, cache, model)
             batch = full
             sel = slice(s.start, None if s.n is None else s.start + s.n)
             if s.start or s.n is not None:
