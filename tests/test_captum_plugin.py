@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 captum = pytest.importorskip("captum")
-advinterp_captum = pytest.importorskip("advinterp_captum")
+import advinterp_captum  # noqa: E402  (shipped: a failed import is an error, not a skip)
 
 import advinterp  # noqa: E402
 from advinterp import Explainer, IncompatibleModelError, ModelAdapter, PairMaps, ParameterError  # noqa: E402

@@ -11,8 +11,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-pytest.importorskip("advinterp_dissect")
-
 import advinterp  # noqa: E402
 from advinterp.datasets.broden import BrodenDataset, encode_segmentation, export_broden  # noqa: E402
 from advinterp.datasets.synthetic import SyntheticWorld  # noqa: E402
@@ -150,6 +148,76 @@ def test_iou_on_a_hand_built_broden_set_equals_the_hand_computation(hand, batch_
     ref = dissect_reference(model, hand, ["features"], thresholds={"features": [0.5, 0.5]})["features"]
     np.testing.assert_array_equal(ref.intersection, ld.intersection)
     np.testing.assert_array_equal(ref.activation, ld.activation)
+
+
+def _hand_iou_oracle(T):
+    """IoU(k, c) of the :func:`_hand_broden` fixture and :class:`_PixelNet`, by plain loops over
+    the pixels (independent of the plugin): ``M_k = S_k > T_k`` (strict, NetDissect), label
+    masks written out again from the fixture's description, a category's activation counted on
+    an image only when ``M_k`` meets one of its labels there (NetDissect-Lite's gate)."""
+    names = ["red", "green", "cat", "dog", "head", "leg", "field"]
+    cat_of = ["color", "color", "object", "object", "part", "part", "scene"]
+    lab = [np.zeros((7, 4, 4), bool), np.zeros((7, 4, 4), bool)]       # per image: label c at (r, c)
+    lab[0][0, :2, :] = True                                           # red rows 0-1
+    lab[0][1, 2:, :] = True                                           # green rows 2-3
+    lab[0][2, :, :2] = True                                           # cat columns 0-1
+    lab[0][4, 0, 0] = True                                            # head
+    lab[0][5, 0, 0] = lab[0][5, 1, 0] = True                          # leg
+    lab[1][6] = True                                                  # scene 'field': every pixel
+    act = [np.zeros((2, 4, 4)), np.zeros((2, 4, 4))]                  # unit 0 = R, unit 1 = G, in [0, 1]
+    for r, c in [(0, 0), (0, 1), (2, 2)]:
+        act[0][0, r, c] = 1.0
+    for r, c in [(3, 2), (3, 3)]:
+        act[1][0, r, c] = 1.0
+    act[1][1, 0, 0] = 1.0
+    inter = np.zeros((2, 7))
+    act_cat = {(k, g): 0.0 for k in range(2) for g in set(cat_of)}
+    truth = np.zeros(7)
+    for i in range(2):
+        for c in range(7):
+            truth[c] += lab[i][c].sum()
+        for k in range(2):
+            mask = np.zeros((4, 4), bool)
+            for r in range(4):
+                for cc in range(4):
+                    mask[r, cc] = act[i][k, r, cc] > T[k]
+            per_cat = {}
+            for c in range(7):
+                n = 0
+                for r in range(4):
+                    for cc in range(4):
+                        n += bool(mask[r, cc] and lab[i][c, r, cc])
+                inter[k, c] += n
+                per_cat[cat_of[c]] = per_cat.get(cat_of[c], 0) + n
+            for g, n in per_cat.items():
+                if n > 0:
+                    act_cat[k, g] += mask.sum()
+    iou = np.zeros((2, 7))
+    for k in range(2):
+        for c in range(7):
+            den = act_cat[k, cat_of[c]] + truth[c] - inter[k, c]
+            iou[k, c] = inter[k, c] / den if den > 0 else 0.0
+    return names, iou
+
+
+def test_hand_oracle_reproduces_the_hand_table():
+    assert np.allclose(_hand_iou_oracle([0.5, 0.5])[1], HAND_IOU, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("T", [[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.5]],
+                         ids=["relu-zero", "at-max", "max-and-zero", "zero-and-half"])
+def test_iou_with_thresholds_equal_to_activations_is_strict(hand, T):
+    """M_k = S_k > T_k is strict: a threshold equal to an activation (T = 0 under a ReLU, the
+    docs' case; T = 1 the maximum here) leaves the pixels at T out."""
+    model = _pixel_model()
+    ld = dissect(model, hand, ["features"], thresholds={"features": T})["features"]
+    names, oracle = _hand_iou_oracle(T)
+    assert list(ld.vocabulary.names) == names
+    np.testing.assert_allclose(ld.iou(), oracle, rtol=1e-9, atol=1e-12)
+    pixels = [sum(int((a > t).sum()) for a in arr) for arr, t in
+              zip(([np.array([[1, 1, 0, 0], [0] * 4, [0, 0, 1, 0], [0] * 4]), np.array([[0] * 4] * 3 + [[0, 0, 1, 1]])],
+                   [np.zeros((4, 4)), np.array([[1, 0, 0, 0]] + [[0] * 4] * 3)]), T)]
+    np.testing.assert_array_equal(ld.unit_pixels, pixels)
 
 
 def test_tally_csv_has_netdissect_lites_columns_and_rows(hand, tmp_path):

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("advinterp_dissect")
-
 import advinterp  # noqa: E402
 from advinterp.datasets.broden import BrodenDataset, export_broden  # noqa: E402
 from advinterp.datasets.synthetic import SyntheticWorld  # noqa: E402

@@ -217,3 +217,47 @@ def test_install_hint_prefers_the_exceptions_own_hint():
     missing = ModuleNotFoundError("No module named 'captum'", name="captum")
     assert install_hint(missing, "advinterp-captum") == "pip install captum (needed by advinterp-captum)"
     assert "--force-reinstall advinterp-y" in install_hint(RuntimeError("boom"), "advinterp-y")
+
+
+#: The plugins this repository ships (plugins/* and the example plugin): none may be missing.
+SHIPPED_PLUGINS = ("art", "captum", "dissect", "gridablate", "logit_margin")
+
+
+def test_every_shipped_plugin_is_loaded():
+    """A shipped plugin whose module (or a submodule) fails to import is an error here, not a
+    silently skipped test file."""
+    status = {p.name: p for p in advinterp.list_plugins()}
+    for name in ("builtins", *SHIPPED_PLUGINS):
+        assert name in status, f"plugin {name!r} not found: {sorted(status)}"
+        p = status[name]
+        assert p.loaded and not p.disabled and p.error is None, f"plugin {name!r}: {p}"
+    by_plugin = {}
+    for c in advinterp.get_registry().list():
+        by_plugin.setdefault(c.plugin, set()).add((c.kind, c.name))
+    assert {("explainer", "cam"), ("explainer", "gradcam")} <= by_plugin["captum"]
+    assert ("probe", "dissection") in by_plugin["dissect"]
+    assert ("attack", "art.pgd") in by_plugin["art"]
+    assert ("analyzer", "example.logit_margin") in by_plugin["logit_margin"]
+
+
+def test_disabling_one_plugin_leaves_the_others_loaded(monkeypatch, fresh_registry):
+    before = {(c.kind, c.name, c.plugin) for c in fresh_registry.get_registry().list()}
+    monkeypatch.setenv("ADVINTERP_DISABLE_PLUGINS", " captum ")
+    reg = advinterp.reload_plugins()
+    status = {p.name: p for p in reg.plugins}
+    assert status["captum"].disabled and not status["captum"].loaded
+    for name in ("builtins", "art", "dissect", "gridablate", "logit_margin"):
+        assert status[name].loaded and not status[name].disabled, status[name]
+    after = {(c.kind, c.name, c.plugin) for c in reg.list()}
+    # exactly the captum components are gone; every other plugin's components are registered
+    assert after == {c for c in before if c[2] != "captum"}
+    assert not reg.has("explainer", "cam") and reg.has("attack", "pgd") and reg.has("attack", "art.pgd")
+    assert reg.has("probe", "dissection") and reg.has("analyzer", "example.logit_margin")
+    with pytest.raises(UnknownComponentError):
+        advinterp.get_explainer("cam")
+    assert advinterp.get_attack("pgd") is not None
+    # two names, comma separated: both blocked, the rest loaded
+    monkeypatch.setenv("ADVINTERP_DISABLE_PLUGINS", "captum,logit_margin")
+    status = {p.name: p for p in advinterp.reload_plugins().plugins}
+    assert status["captum"].disabled and status["logit_margin"].disabled
+    assert status["dissect"].loaded and status["art"].loaded and status["builtins"].loaded
