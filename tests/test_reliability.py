@@ -164,3 +164,23 @@ def test_memory_is_flat_over_repeated_analyses():
     gc.collect()
     grown = _rss_bytes() - start
     assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 200 loops"
+
+
+# ------------------------------------------------------------------ docs/plugins.md examples (issue 11, item 17)
+def test_plugin_doc_explainer_and_attack_examples_pass_conformance():
+    import re
+
+    from advinterp.testing import check_component, toy_data
+
+    text = (DOC.parent / "plugins.md").read_text()
+    ns: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if "class InputGradient" in block or "class FGSM" in block:
+            exec(block, ns)  # noqa: S102 - our own documentation
+    explainer, attack = ns["InputGradient"], ns["FGSM"]
+    check_component(explainer)
+    check_component(attack)
+    model, (x, y) = toy_model(), toy_data()
+    with __import__("torch").no_grad():
+        assert explainer().explain(model, x, y).layer == "input"
+        assert attack().generate(model, x, y).success.any()
