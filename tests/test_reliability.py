@@ -184,3 +184,19 @@ def test_plugin_doc_explainer_and_attack_examples_pass_conformance():
     with __import__("torch").no_grad():
         assert explainer().explain(model, x, y).layer == "input"
         assert attack().generate(model, x, y).success.any()
+
+
+# ------------------------------------------------------------------ l0 and round-off (issue 11, item 12)
+def test_l0_ignores_round_off_relative_to_the_dtype():
+    import torch
+
+    x = torch.full((1, 3, 4, 4), 0.5)
+    xa = x.clone()
+    xa[0, 0, 0, 0] += 1e-7          # round-off in float32 (below 4 * eps = 4.8e-7)
+    xa[0, 1, 0, 0] += 1e-3          # a real change
+    b = advinterp.AdversarialBatch(x0=x, x_adv=xa, y_true=torch.tensor([0]))
+    assert b.norms()["l0"].tolist() == [1.0]
+    assert b.norms(tol=0.0)["l0"].tolist() == [2.0]
+    half = advinterp.AdversarialBatch(x0=x.half(), x_adv=(x + 1e-3).half(), y_true=torch.tensor([0]))
+    assert half.norms()["l0"].tolist() == [0.0]   # 1e-3 is round-off at float16 (tol 3.9e-3)
+    assert float(b.norms()["linf"]) > 0
