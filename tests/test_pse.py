@@ -351,3 +351,66 @@ def test_analyzers_reject_unknown_context_keywords():
         advinterp.get_analyzer("pse").analyze(model, batch, bogus=1)
     with pytest.raises(ParameterError, match=r"bogus.*Accepted: explainer=, maps="):
         advinterp.get_analyzer("is").analyze(model, batch, bogus=1)
+
+
+# ---------------------------------------------------------------------------- exactness and signs (issue 11)
+@pytest.mark.parametrize("max_batch", [5, 3, 256])
+def test_untouched_grids_get_exactly_z_of_x_adv_on_a_float32_conv_model(max_batch):
+    """docs/pse.md: x' - delta_G = x' on grids with delta_G = 0, so their change is exactly 0.
+    A float32 conv net's logits depend on the batch size (a batch of one takes other kernels
+    than a batch of several on the CPU): with 16 grids and max_batch 5 or 3 the last grid is
+    forwarded alone while Z(x') is computed in batches of several images, so the analyzer must
+    take Z(x') itself on untouched grids, not the logits of a second forward."""
+    g = torch.Generator().manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    model = ModelAdapter(net, nb_classes=5, input_shape=(3, 16, 16), name="conv32")
+    n = 6
+    x0 = torch.rand(n, 3, 16, 16, generator=g) * 0.8 + 0.1
+    xa = x0.clone()
+    # each image perturbed in a few of its 16 grids (4x4 windows), the others untouched
+    for i in range(n):
+        for j in {i % 16, (3 * i + 5) % 16}:
+            r, c = divmod(j, 4)
+            xa[i, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += (torch.rand(3, 4, 4, generator=g) - 0.5) * 0.1
+    xa = xa.clamp(0, 1)
+    assert model.dtype == torch.float32
+    res = PSEAnalyzer(size=4, max_batch=max_batch).analyze(model, batch_of(x0, xa, [0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 2]))
+    untouched = res.grid_l2 == 0
+    assert untouched.sum() >= n * 12 and (~untouched).any()
+    for i in range(n):
+        for j in range(16):
+            if untouched[i, j]:
+                assert res.logit_t0[i, j] == res.adv_logit_t0[i] and res.logit_t[i, j] == res.adv_logit_t[i]
+                assert res.d0[i, j] == res.xi and res.dt[i, j] == res.xi and res.r[i, j] == 0.0
+
+
+def test_sensitivity_signs_of_both_changes_by_hand():
+    """d0 = Z(x'-dG)[t0] - Z(x')[t0] (t0 recovers: positive), dt = Z(x')[t] - Z(x'-dG)[t] (t
+    loses: positive); each floored at xi. Grids chosen so a flipped sign in either changes it."""
+    adv = np.array([[1.0, 4.0]])
+    ablated = np.array([[[3.0, 4.0],     # t0 up by 2, t unchanged  -> d0 = 2, dt = xi
+                         [1.0, 1.5],     # t0 unchanged, t down 2.5 -> d0 = xi, dt = 2.5
+                         [-1.0, 6.0],    # t0 down 2, t up 2        -> both xi
+                         [2.0, 3.0]]])   # t0 up 1, t down 1        -> 1, 1
+    d0, dt, s, r = sensitivity(ablated, adv, xi=0.25)
+    np.testing.assert_array_equal(d0, [[2.0, 0.25, 0.25, 1.0]])
+    np.testing.assert_array_equal(dt, [[0.25, 2.5, 0.25, 1.0]])
+    np.testing.assert_array_equal(s, [[2.25, 2.75, 0.5, 2.0]])
+    np.testing.assert_allclose(r, [[np.log2(0.125), np.log2(10.0), 0.0, 0.0]], rtol=1e-15)
+    assert psr_category(r).tolist() == [[-1, 1, 0, 0]]
+
+
+def test_psr_thresholds_are_strict_at_exactly_minus_one_and_one():
+    r = np.array([np.nextafter(-1.0, -2.0), -1.0, np.nextafter(-1.0, 0.0), 0.0,
+                  np.nextafter(1.0, 0.0), 1.0, np.nextafter(1.0, 2.0)])
+    assert psr_category(r).tolist() == [-1, 0, 0, 0, 0, 0, 1]
+    # r = log2(dt / d0) lands exactly on the ends: dt = 2 d0 and d0 = 2 dt are balanced
+    _, _, _, r2 = sensitivity(np.array([[[3.0, 2.0], [2.0, 2.0]]]), np.array([[1.0, 4.0]]), xi=1e-6)
+    assert r2.tolist() == [[0.0, 1.0]]          # (d0, dt) = (2, 2) and (1, 2)
+    _, _, _, r3 = sensitivity(np.array([[[5.0, 2.0], [3.0, 3.0]]]), np.array([[1.0, 4.0]]), xi=1e-6)
+    assert r3.tolist() == [[-1.0, -1.0]]        # (d0, dt) = (4, 2) and (2, 1)
+    assert psr_category(r2).tolist() == [[0, 0]] and psr_category(r3).tolist() == [[0, 0]]
