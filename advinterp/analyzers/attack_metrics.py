@@ -59,9 +59,11 @@ class AttackMetrics(Result):
                  "asr": self.asr, **{k: self.mean(k) for k in NORMS}}]
 
 
-def attack_metrics(batch: Any, model: str = "", average_over: str = "success", tol: float = 1e-8) -> AttackMetrics:
+def attack_metrics(batch: Any, model: str = "", average_over: str = "success",
+                   tol: float | None = None) -> AttackMetrics:
     """:class:`AttackMetrics` of a batch that records its ``success`` (every attack's does),
-    without a model: per-image norms of ``delta`` (l0 counts ``|delta| > tol``)."""
+    without a model: per-image norms of ``delta`` (l0 counts ``|delta| > tol``; ``None``: the
+    round-off-robust default of :meth:`~advinterp.AdversarialBatch.norms`)."""
     from ..exceptions import ParameterError
 
     if getattr(batch, "success", None) is None:
@@ -86,7 +88,8 @@ class AttackMetricsAnalyzer(Analyzer):
     params = {
         "average_over": Param.choice("success", ("success", "all"),
                                      doc="average the norms over successful images or all"),
-        "tol": Param.number(1e-8, low=0.0, doc="|delta| above this counts for l0"),
+        "tol": Param.number(None, low=0.0, allow_none=True,
+                            doc="|delta| above this counts for l0 (None: max(1e-8, 4 eps of the dtype))"),
     }
 
     def _analyze(self, model, batch, **context):
