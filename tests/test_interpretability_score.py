@@ -345,3 +345,67 @@ def test_default_cam_on_the_shipped_model(synthetic_model, synthetic_test_data):
     valid = np.isfinite(res.is_x0_t0)
     assert valid.any() and np.all((res.is_x0_t0[valid] >= 0) & (res.is_x0_t0[valid] <= 1))
     assert np.all((res.is_xadv_t[valid] >= 0) & (res.is_xadv_t[valid] <= 1))
+
+
+# ------------------------------------------------------------------------ independent oracles (issue 11)
+class ChannelMixExplainer(Explainer):
+    """F(x, c) = x[0] + c * x[1] + (3 - c) * x[2] (full resolution): the region depends on the
+    class, not only by a positive scaling."""
+
+    name = "test-channel-mix"
+
+    def _explain(self, model, x, target):
+        c = target.to(x.dtype)[:, None, None]
+        return x[:, 0] + c * x[:, 1] + (3.0 - c) * x[:, 2], "input"
+
+
+def _oracle_is(x, c, delta, q=0.7):
+    """IS of eq. (6) by hand: numpy map, numpy quantile (linear interpolation), plain norms."""
+    x, delta = np.asarray(x, np.float32), np.asarray(delta, np.float64)
+    out = []
+    for i in range(len(x)):
+        f = x[i, 0] + np.float32(c[i]) * x[i, 1] + np.float32(3 - c[i]) * x[i, 2]
+        nu = np.float32(np.quantile(f.astype(np.float64).ravel(), q))
+        b = f >= nu
+        inside = 0.0
+        total = 0.0
+        for ch in range(delta.shape[1]):
+            for r in range(delta.shape[2]):
+                for col in range(delta.shape[3]):
+                    v = delta[i, ch, r, col] ** 2
+                    total += v
+                    inside += v if b[r, col] else 0.0
+        out.append(math.sqrt(inside) / math.sqrt(total) if total > 0 else math.nan)
+    return np.array(out)
+
+
+@pytest.mark.filterwarnings("ignore:.*the attack failed")
+@pytest.mark.parametrize("quantile", [0.7, 0.5])
+def test_analyzer_equals_an_independent_oracle_with_a_class_dependent_explainer(toy, quantile):
+    model, batch = toy
+    t0, t = batch.y_true.numpy(), batch.target.numpy()
+    assert (t0 != t).all()
+    res = advinterp.get_analyzer("is", quantile=quantile).analyze(model, batch, explainer=ChannelMixExplainer())
+    delta = (batch.x_adv.double() - batch.x0.double()).numpy()
+    want0 = _oracle_is(batch.x0.numpy(), t0, delta, quantile)
+    wanta = _oracle_is(batch.x_adv.numpy(), t, delta, quantile)
+    np.testing.assert_allclose(res.is_x0_t0, want0, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.is_xadv_t, wanta, rtol=1e-6, atol=1e-9)
+    # the wrong (image, class) pairs give other values: the oracle tells them apart
+    assert not np.allclose(want0, _oracle_is(batch.x0.numpy(), t, delta, quantile), rtol=1e-3)
+    assert not np.allclose(want0, _oracle_is(batch.x_adv.numpy(), t0, delta, quantile), rtol=1e-3)
+    assert not np.allclose(wanta, _oracle_is(batch.x_adv.numpy(), t0, delta, quantile), rtol=1e-3)
+    assert not np.allclose(wanta, _oracle_is(batch.x0.numpy(), t, delta, quantile), rtol=1e-3)
+
+
+def test_region_keeps_ties_at_nu_by_hand():
+    """B = F >= nu (eq. 5): values equal to nu are in the region."""
+    m = torch.tensor([[[0.0, 0.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 3.0, 3.0]]])
+    # quantile 0.25 of 10 values: position 2.25 between the 3rd and 4th smallest, both 1 -> nu = 1
+    assert np.quantile(m.numpy().ravel(), 0.25) == 1.0
+    b = discriminative_region(m, 0.25)
+    assert b.tolist() == [[[False, False, True, True, True], [True, True, True, True, True]]]
+    # nu = 2 exactly (position 5.4 between 2 and 2): the three 2s and the two 3s
+    assert discriminative_region(m, 0.6).flatten().sum().item() == 5
+    # nu strictly between values (position 7.2: 2 + 0.2): only the 3s
+    assert discriminative_region(m, 0.8).flatten().tolist() == [False] * 8 + [True, True]
