@@ -55,7 +55,13 @@ def test_masks_match_boxes_and_categories(batch):
         assert (sc.masks["color"] > 0).all(), "every pixel has a colour"
         assert cat_of[sc.scene] == "scene"
         obj = sc.masks["object"] > 0
-        assert set(np.unique(sc.masks["object"])) == {0, sc.boxes[0].xyxy and CONCEPTS[[c.name for c in CONCEPTS].index(CLASSES[sc.label])].id}
+        # the object mask holds the background and exactly the concept of the scene's class
+        obj_id = [c.id for c in CONCEPTS if c.category == "object" and c.name == CLASSES[sc.label]]
+        assert len(obj_id) == 1 and obj_id[0] > 0
+        assert set(np.unique(sc.masks["object"]).tolist()) == {0, obj_id[0]}
+        h, w = sc.masks["object"].shape
+        bx0, by0, bx1, by1 = sc.boxes[0].xyxy
+        assert 0 <= bx0 < bx1 <= w and 0 <= by0 < by1 <= h
         ys, xs = np.nonzero(obj)
         assert sc.boxes[0].xyxy == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         assert sc.boxes[0].name == CLASSES[sc.label] and sc.boxes[0].category == "object"
