@@ -230,3 +230,128 @@ def test_registered():
     assert isinstance(advinterp.get_attack("str"), StrAttack)
     assert StrAttack.supports_mask and StrAttack().targeted
     assert math.isclose(StrAttack().confidence, 1.0)
+
+
+# ------------------------------------------------------------------ ADMM iterations by hand (issue 11)
+class _Recorder(torch.nn.Module):
+    """Records every input it is run on (the attack reads x0 + candidate and x0 + z)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.inner(x)
+
+
+def _admm_by_hand(x0, t, W, b, c, rho, gamma, tau, eps, kappa, eta0, size, stride, iters):
+    """The module docstring's ADMM for one image of a linear model, in plain numpy loops:
+    returns the sequence of (candidate, z) the attack must evaluate, and the states."""
+    C, H, Wd = x0.shape
+    groups = [(r, q) for r in range(0, H - size + 1, stride) for q in range(0, Wd - size + 1, stride)]
+    count = np.zeros((H, Wd))
+    for r, q in groups:
+        count[r:r + size, q:q + size] += 1
+    z = np.zeros_like(x0)
+    u = np.zeros_like(x0)
+    v = np.zeros_like(x0)
+    s = [np.zeros((C, size, size)) for _ in groups]
+    lo, hi = np.maximum(-eps, -x0), np.minimum(eps, 1 - x0)
+    seen, states = [], []
+    for k in range(iters):
+        delta = rho * (z - u / rho) / (2 * gamma + rho)
+        w = np.minimum(np.maximum(z - v / rho, lo), hi)
+        ys = []
+        support = np.zeros_like(x0, dtype=bool)
+        for (r, q), si in zip(groups, s):
+            a = z[:, r:r + size, q:q + size] - si / rho
+            n = math.sqrt(float((a ** 2).sum()))
+            thr = tau * math.sqrt(C * size * size) / rho
+            yi = max(0.0, 1 - thr / n) * a if n > 0 else np.zeros_like(a)
+            ys.append(yi)
+            support[:, r:r + size, q:q + size] |= yi != 0
+        cand = w * support
+        # gradient of c * max(max_{j != t} Z_j - Z_t, -kappa) at x0 + z (targeted, linear Z)
+        logits = W @ (x0 + z).ravel() + b
+        other = [j for j in range(len(b)) if j != t]
+        jstar = other[int(np.argmax(logits[other]))]
+        margin = logits[jstar] - logits[t]
+        grad = (c * (W[jstar] - W[t])).reshape(x0.shape) if margin > -kappa else np.zeros_like(x0)
+        seen.append((cand, z.copy()))
+        eta = eta0 * math.sqrt(k + 1)
+        folded = np.zeros_like(x0)
+        for (r, q), yi, si in zip(groups, ys, s):
+            folded[:, r:r + size, q:q + size] += rho * yi + si
+        z_new = (eta * z - grad + rho * delta + u + rho * w + v + folded) / (eta + 2 * rho + rho * count)
+        u = u + rho * (delta - z_new)
+        v = v + rho * (w - z_new)
+        s = [si + rho * (yi - z_new[:, r:r + size, q:q + size]) for (r, q), yi, si in zip(groups, ys, s)]
+        states.append(dict(delta=delta, w=w, y=ys, z=z_new, u=u, v=v, s=s, grad=grad))
+        z = z_new
+    return seen, states
+
+
+@pytest.mark.parametrize("stride", [2, 1], ids=["disjoint", "overlapping"])
+def test_admm_iterations_by_hand_on_a_linear_model(stride):
+    from torch import nn
+
+    from advinterp import ModelAdapter
+
+    C, H, Wd, K = 2, 4, 4, 4
+    g = torch.Generator().manual_seed(7)
+    lin = nn.Linear(C * H * Wd, K).double()
+    with torch.no_grad():
+        # pixel weights grow to the right: gradient magnitudes differ by group
+        scale = torch.linspace(0.2, 2.0, Wd, dtype=torch.float64).repeat(C * H)
+        lin.weight.copy_(torch.randn(K, C * H * Wd, generator=g, dtype=torch.float64) * scale)
+        lin.bias.copy_(torch.randn(K, generator=g, dtype=torch.float64))
+    rec = _Recorder(nn.Sequential(nn.Flatten(), lin))
+    model = ModelAdapter(rec, nb_classes=K, input_shape=(C, H, Wd), name="linear-str")
+    x0 = torch.rand(2, C, H, Wd, generator=g, dtype=torch.float64) * 0.6 + 0.2
+    y = model.predict(x0)
+    t = (y + 1) % K
+    p = dict(rho=1.5, gamma=0.3, tau=0.8, eps=0.12, kappa=0.5, eta0=1.0, c=2.0)
+    iters = 4
+    atk = StrAttack(targeted=True, eps=p["eps"], group_size=2, group_stride=stride, confidence=p["kappa"],
+                    initial_const=p["c"], binary_search_steps=1, max_iter=iters, rho=p["rho"], gamma=p["gamma"],
+                    tau=p["tau"], eta0=p["eta0"])
+    rec.inputs.clear()
+    atk.generate(model, x0, y, t)
+    # the ADMM run's forwards: per iteration x0 + candidate (the whole batch), then x0 + z
+    runs = [a for a in rec.inputs if a.shape == x0.shape]
+    start = next(i for i in range(len(runs)) if torch.equal(runs[i], x0) and i + 1 < len(runs)
+                 and torch.equal(runs[i + 1], x0))
+    runs = runs[start:start + 2 * iters]
+    assert len(runs) == 2 * iters
+    W, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    nontrivial = {"clipped": False, "group_off": False, "group_on": False}
+    for i in range(len(x0)):
+        xi = x0[i].numpy()
+        seen, states = _admm_by_hand(xi, int(t[i]), W, b, p["c"], p["rho"], p["gamma"], p["tau"], p["eps"],
+                                     p["kappa"], p["eta0"], 2, stride, iters)
+        for k, (cand, z) in enumerate(seen):
+            np.testing.assert_allclose(runs[2 * k][i].numpy() - xi, cand, rtol=0, atol=1e-12,
+                                       err_msg=f"candidate w*support of iteration {k}, image {i}")
+            np.testing.assert_allclose(runs[2 * k + 1][i].numpy() - xi, z, rtol=0, atol=1e-12,
+                                       err_msg=f"z entering iteration {k}, image {i}")
+        # the first iteration in closed form: from z = u = v = s = 0, delta = w = y = 0 and
+        # z1 = -grad f(x0) / (eta0 + 2 rho + rho count); u1 = v1 = -rho z1, s1 = -rho z1 per group
+        first = states[0]
+        assert not first["delta"].any() and not first["w"].any() and not any(yi.any() for yi in first["y"])
+        count = np.zeros((H, Wd))
+        for r in range(0, H - 1, stride):
+            for q in range(0, Wd - 1, stride):
+                count[r:r + 2, q:q + 2] += 1
+        z1 = -first["grad"] / (p["eta0"] + 2 * p["rho"] + p["rho"] * count)
+        np.testing.assert_allclose(first["z"], z1, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(first["u"], -p["rho"] * z1, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(first["v"], -p["rho"] * z1, rtol=1e-13, atol=1e-15)
+        assert first["grad"].any()
+        # the second iteration's prox steps are not trivial: clipping at eps and groups switched off and on
+        second = states[1]
+        nontrivial["clipped"] |= bool((np.abs(second["w"]) == p["eps"]).any())
+        nontrivial["group_off"] |= any(not yi.any() for yi in second["y"])
+        nontrivial["group_on"] |= any(yi.any() for yi in second["y"])
+    assert all(nontrivial.values()), nontrivial
