@@ -218,6 +218,9 @@ def test_iou_with_thresholds_equal_to_activations_is_strict(hand, T):
               zip(([np.array([[1, 1, 0, 0], [0] * 4, [0, 0, 1, 0], [0] * 4]), np.array([[0] * 4] * 3 + [[0, 0, 1, 1]])],
                    [np.zeros((4, 4)), np.array([[1, 0, 0, 0]] + [[0] * 4] * 3)]), T)]
     np.testing.assert_array_equal(ld.unit_pixels, pixels)
+    # the plugin's per-unit loop reference is strict too
+    ref = dissect_reference(model, hand, ["features"], thresholds={"features": T})["features"]
+    np.testing.assert_allclose(ref.iou(), oracle, rtol=1e-9, atol=1e-12)
 
 
 def test_tally_csv_has_netdissect_lites_columns_and_rows(hand, tmp_path):
@@ -593,3 +596,21 @@ def test_primary_categories_follow_netdissects_coverage_rule(hand):
     assert ds.primary_categories(["color", "object"]) == {1: "color", 2: "color", 3: "object", 4: "object"}
     with pytest.raises(ParameterError, match="categories"):
         ds.primary_categories(["texture"])
+
+
+@pytest.mark.parametrize("T", [[0.0, 0.0], [1.0, 0.5], [0.5, 1.0]])
+def test_unit_masks_are_strict_at_ties_by_hand(T):
+    """M_k(x) = S_k(x) > T_k in unit_masks too (the A9 masks): pixels equal to T are out."""
+    model = _pixel_model()
+    x = torch.zeros(2, 3, 4, 4)
+    x[0, 0, 0, 0] = x[0, 0, 1, 2] = 1.0          # unit 0 = R: 1 at two pixels, 0.5 at one
+    x[0, 0, 3, 3] = 0.5
+    x[1, 1, 2, 1] = 1.0                          # unit 1 = G: 1 at one pixel of image 1
+    m = unit_masks(model, {"features": torch.tensor(T, dtype=torch.float64)}, x)["features"]
+    want = np.zeros((2, 2, 4, 4), bool)
+    for i in range(2):
+        for k in range(2):
+            for r in range(4):
+                for c in range(4):
+                    want[i, k, r, c] = float(x[i, k, r, c]) > T[k]
+    np.testing.assert_array_equal(m.numpy(), want)
