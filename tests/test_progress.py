@@ -87,3 +87,23 @@ def test_the_pse_analyzer_shows_a_bar_when_enabled(monkeypatch, capsys):
     off = PSEAnalyzer(size=4, max_batch=8).analyze(model, batch)
     assert "pse grids" not in capsys.readouterr().err
     assert torch.equal(torch.as_tensor(on.s), torch.as_tensor(off.s))   # the bar changes nothing
+
+
+def _square(v):
+    return v * v
+
+
+def test_local_executor_shows_a_bar_over_several_shards(monkeypatch, capsys):
+    from advinterp.executor import LocalExecutor, ShardTask
+
+    tasks = [ShardTask("attack:pgd", i, _square, (i,), label=f"images {i}") for i in range(4)]
+    for env, shown in (("1", True), ("0", False)):
+        monkeypatch.setenv("ADVINTERP_PROGRESS", env)
+        got = []
+        LocalExecutor().run(tasks, lambda task, result: got.append((task.index, result)))
+        assert got == [(0, 0), (1, 1), (2, 4), (3, 9)]          # every shard, in order, results unchanged
+        assert ("attack:pgd shards" in capsys.readouterr().err) is shown
+    # a single shard needs no bar
+    monkeypatch.setenv("ADVINTERP_PROGRESS", "1")
+    LocalExecutor().run(tasks[:1], lambda task, result: None)
+    assert "shards" not in capsys.readouterr().err
