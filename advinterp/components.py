@@ -20,6 +20,7 @@ import torch
 
 from .data import AdversarialBatch, Attribution, PairMaps
 from .exceptions import ParameterError
+from .gradmode import autograd_ready
 from .model import ModelAdapter, as_adapter
 from .params import Param, validate
 from .results import Result
@@ -245,7 +246,11 @@ class Attack(Component):
             if mask is not None and not self.supports_mask:
                 raise ParameterError(owner, "mask", mask, f"None: {type(self).__name__} cannot be restricted to a support",
                                      "Use an optimisation attack with supports_mask (cw_l2, ead, str).")
-            if self.supports_mask:
+            if len(xm) == 0:  # nothing to attack: an empty batch of the right shapes
+                if mask is not None and self.supports_mask:
+                    check_mask(owner, mask, tuple(xm.shape))
+                x_adv = xm.clone()
+            elif self.supports_mask:
                 m = None if mask is None else check_mask(owner, mask, tuple(xm.shape)).to(xm.device, xm.dtype)
                 x_adv = self._generate(adapter, xm, y_t, t, mask=m).detach()
                 if m is not None:  # delta is exactly zero outside the support
@@ -380,9 +385,10 @@ class Explainer(Component):
                     ) -> tuple[list[torch.Tensor], str]:
         """``_explain_many`` on validated ``x`` / targets, on the model's device, under
         ``adapter.preserved(freeze=True)``; the maps come back detached."""
-        with adapter.preserved(freeze=True):
-            xm = x.to(adapter.device, adapter.dtype)
-            ts = [t.to(adapter.device) for t in targets]
+        # gradient explainers work from torch.no_grad() / inference_mode() too
+        with adapter.preserved(freeze=True), torch.inference_mode(False), torch.enable_grad():
+            xm = autograd_ready(x).to(adapter.device, adapter.dtype)
+            ts = [autograd_ready(t).to(adapter.device) for t in targets]
             if len(xm) == 0:  # no images: explain one grey image for the layer's size and name, keep none
                 grey = torch.full((1, *xm.shape[1:]), 0.5, device=xm.device, dtype=xm.dtype)
                 with warnings.catch_warnings():  # nor the warnings about an image nobody passed

@@ -52,13 +52,14 @@ class Kind:
 
 
 _COMPONENT_CHECKS = ("check_params", "check_output", "check_deterministic", "check_model_unchanged",
-                     "check_bad_inputs")
+                     "check_bad_inputs", "check_empty")
 
 #: Every kind, in the order ``advinterp list`` shows them.
 KINDS: tuple[Kind, ...] = (
-    Kind("attack", "advinterp_register_attacks", Attack, _COMPONENT_CHECKS,
+    Kind("attack", "advinterp_register_attacks", Attack, _COMPONENT_CHECKS + ("check_grad_modes",),
          "generate(model, x, y, target) -> AdversarialBatch"),
-    Kind("explainer", "advinterp_register_explainers", Explainer, _COMPONENT_CHECKS + ("check_save_load",),
+    Kind("explainer", "advinterp_register_explainers", Explainer,
+         _COMPONENT_CHECKS + ("check_save_load", "check_grad_modes"),
          "explain(model, x, target) -> Attribution; explain_pair(model, batch) -> PairMaps"),
     Kind("analyzer", "advinterp_register_analyzers", Analyzer, _COMPONENT_CHECKS + ("check_save_load",),
          "analyze(model, batch, **context) -> Result"),

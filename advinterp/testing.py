@@ -40,7 +40,8 @@ from .model import ModelAdapter, model_fingerprint
 from .results import Result
 
 __all__ = ["toy_model", "toy_data", "toy_batch", "check_component", "iter_checks", "parametrize_with_checks",
-           "check_model_factory", "check_dataset", "check_sharded", "assert_model_unchanged"]
+           "check_model_factory", "check_dataset", "check_sharded", "check_grad_modes", "check_empty",
+           "assert_model_unchanged"]
 
 
 class ToyModelFailure(RuntimeError):
@@ -505,3 +506,51 @@ def check_support(rule: Callable[..., Any]) -> None:
     assert out.dtype == torch.bool, f"the support has dtype {out.dtype}, not torch.bool"
     assert tuple(out.shape) == (n, 1, h, w), f"the support has shape {tuple(out.shape)}, not {(n, 1, h, w)}"
     assert torch.equal(out, rule(model, batch)), "two calls on the same batch differ"
+
+
+def check_grad_modes(component) -> None:
+    """Attacks and explainers need gradients: called inside ``torch.no_grad()`` or
+    ``torch.inference_mode()`` they give the same output as outside (use
+    :func:`advinterp.api.needs_grad` on ``_generate``, ``torch.enable_grad()`` in ``_explain``)."""
+    inst, model = _instance(component), toy_model()
+    if not isinstance(inst, (Attack, Explainer)):
+        return
+    x, y = toy_data()
+    want = _outputs(_run(inst, model, x, y))
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            xs, ys = x.clone(), y.clone()
+            try:
+                got = _outputs(_run(_instance(component), model, xs, ys))
+            except RuntimeError as e:
+                raise AssertionError(f"under torch.{mode.__name__}() it raised {type(e).__name__}: {e}; enable "
+                                     "gradients inside (advinterp.api.needs_grad / torch.enable_grad())") from e
+        assert _equal(got, want), f"under torch.{mode.__name__}() the output differs from the normal one"
+
+
+def check_empty(component) -> None:
+    """An empty input (``N = 0``) gives an empty output of the right shapes, not an error
+    from inside torch (attacks: an empty batch; explainers: ``(0, H, W)`` maps; analyzers and
+    probes: a result whose table renders, or a clear ParameterError from an analysis that
+    needs at least one pair, such as a significance test)."""
+    inst, model = _instance(component), toy_model()
+    x, y = toy_data()
+    x0, y0 = x[:0], y[:0]
+    if isinstance(inst, Attack):
+        out = _run(inst, model, x0, y0)
+        assert out.x_adv.shape == x0.shape and len(out.success) == 0, f"an empty batch gave {tuple(out.x_adv.shape)}"
+    elif isinstance(inst, Explainer):
+        out = inst.explain(model, x0, y0)
+        assert tuple(out.maps.shape) == (0, *x.shape[-2:]), f"an empty batch gave maps {tuple(out.maps.shape)}"
+    elif isinstance(inst, Analyzer):
+        batch = toy_batch(model)[:0]
+        try:
+            out = inst.analyze(model, batch, **getattr(inst, "conformance_context", {}))
+        except ParameterError:  # an analysis that needs at least one pair may refuse, clearly
+            return
+        assert isinstance(out, Result), f"analyze() of an empty batch returned {type(out).__name__}"
+        out.table()
+    elif isinstance(inst, Probe) and inst.needs_data:
+        out = inst.run(model, (x0, y0), **getattr(inst, "conformance_context", {}))
+        assert isinstance(out, Result)
+        out.table()

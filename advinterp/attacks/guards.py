@@ -10,14 +10,14 @@
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ..exceptions import ParameterError
+from ..gradmode import autograd_ready, needs_grad
 from ..params import Param
 
 __all__ = ["needs_grad", "autograd_ready", "linf_eps_param", "check_linf_eps", "is_linf", "check_norm_budget"]
@@ -26,26 +26,6 @@ _LINF_EXPECTED = "a number <= 1 (pixels are in [0, 1])"
 
 
 # ---------------------------------------------------------------------------- gradients
-def autograd_ready(value: Any) -> Any:
-    """``value`` itself, or a normal clone of it when it is an inference-mode tensor (call
-    outside inference mode)."""
-    if isinstance(value, torch.Tensor) and value.is_inference():
-        return value.clone()
-    return value
-
-
-def needs_grad(generate: Callable) -> Callable:
-    """Decorate ``_generate(self, model, x, y, target, **kw)`` so that it runs with autograd
-    on, whatever the caller's mode (``torch.no_grad()``, ``torch.inference_mode()``)."""
-    @functools.wraps(generate)
-    def wrapper(self, model, *args: Any, **kw: Any):
-        with torch.inference_mode(False), torch.enable_grad():
-            args = tuple(autograd_ready(a) for a in args)
-            kw = {k: autograd_ready(v) for k, v in kw.items()}
-            return generate(self, model, *args, **kw)
-    return wrapper
-
-
 # ---------------------------------------------------------------------------- budgets
 def _linf_hint(value: Any) -> str | None:
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 1:

@@ -22,6 +22,8 @@ class MarginResult(Result):
     adversarial: np.ndarray
 
     def rows(self):
+        if not len(self.clean):  # an empty batch: no margins to average
+            return [{"clean_margin": float("nan"), "adv_margin": float("nan"), "flipped": float("nan")}]
         return [{"clean_margin": float(self.clean.mean()), "adv_margin": float(self.adversarial.mean()),
                  "flipped": float((self.adversarial < 0).mean())}]
 
@@ -42,7 +44,7 @@ class LogitMargin(Analyzer):
                 true = z.gather(1, y[:, None])[:, 0]
                 other = z.scatter(1, y[:, None], float("-inf")).amax(1)
                 out.append((true - other).cpu())
-            return torch.cat(out).numpy()
+            return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
         return MarginResult(margins(batch.x0), margins(batch.x_adv))
 
