@@ -181,7 +181,6 @@ def test_sigkill_mid_step_then_resume_recomputes_only_the_unfinished_shards(tmp_
     shard_dir = next((out / "steps").glob("attack-*")) / "shards"
     assert sorted(p.name for p in shard_dir.glob("*.pt")) == ["00000.pt", "00001.pt"]
     assert not list((out / "steps").rglob("result.pt"))
-    assert not [p for p in shard_dir.iterdir() if p.name.endswith(".tmp")] or True  # temp files are never trusted
     before = study_fixtures.FORWARDS["images"]
     _, logs = _run(tmp_path, text, "killed")
     attack_forwards = study_fixtures.FORWARDS["images"] - before - 40 * (16 + 1) - 40  # minus pse and accuracy

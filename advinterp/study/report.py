@@ -18,7 +18,7 @@ from typing import Any
 from ..exceptions import AdvinterpError
 from ..report import Section, software_versions, write_report
 from ..results import format_table
-from .views import ReportGroup, Run, StepView
+from .views import ReportGroup, Run, StepView, table_rows
 
 __all__ = ["groups_of", "write_run_report", "report_from_folder", "generic_section"]
 
@@ -46,11 +46,11 @@ def generic_section(group: ReportGroup, run: Run) -> Section:
                          **{k: str(v) for k, v in s.params.items()}})
             continue
         try:
-            for r in s.result.rows():
-                rows.append({"step": s.id, **{k: v for k, v in r.items()
-                                              if isinstance(v, (bool, int, float, str)) or v is None}})
-        except Exception as e:  # a result without a table (or unreadable): say so rather than fail the report
-            rows.append({"step": s.id, "result": f"no table ({type(e).__name__}: {e})"})
+            result = s.result
+        except Exception as e:  # unreadable (e.g. its plugin is gone): say so rather than fail the report
+            rows.append({"step": s.id, "result": f"cannot be read ({type(e).__name__}: {e})"})
+            continue
+        rows += [{"step": s.id, **r} for r in table_rows(result)] or [{"step": s.id, "result": "no table"}]
     what = "Data" if group.kind == "data" else f"{group.kind} {group.name}"
     if rows and group.kind != "data":
         run.write_text(f"{group.kind}_{group.name}.txt".replace("*", "all"), format_table(rows))
@@ -91,7 +91,7 @@ def write_run_report(out: Path, run: Run, index: dict[str, Any] | None = None) -
     study_text = (out / "study.toml").read_text(encoding="utf-8") if (out / "study.toml").is_file() else None
     summary = {"title": run.title, "seconds": index.get("seconds"), **run.summary,
                "steps": {sid: {"kind": e["kind"], "component": e["component"], "seconds": e["seconds"],
-                               "cached": e.get("cached", False), "rows": _safe_rows(run.steps[sid])}
+                               "cached": e.get("cached", False), "rows": run.steps[sid].rows()}
                          for sid, e in index.get("steps", {}).items() if sid in run.steps}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     n = len(index.get("steps", {}))
@@ -99,14 +99,6 @@ def write_run_report(out: Path, run: Run, index: dict[str, Any] | None = None) -
         f"{n} steps on {', '.join(m['model'] for m in index.get('models', {}).values()) or 'no model'}; "
         f"the study file and software versions are at the end.")
     return write_report(out, run.title, sections, study_text=study_text, versions=software_versions(), summary=lead)
-
-
-def _safe_rows(view: StepView) -> list[dict[str, Any]]:
-    try:
-        rows = view.result.rows()
-    except Exception:
-        return []
-    return [{k: v for k, v in r.items() if isinstance(v, (bool, int, float, str)) or v is None} for r in rows]
 
 
 def report_from_folder(run_dir: str | Path) -> Path:

@@ -32,12 +32,11 @@ from ..data import AdversarialBatch, random_targets
 from ..exceptions import AdvinterpError, UnknownComponentError
 from ..executor import ShardTask
 from ..model import ModelAdapter, model_fingerprint
-from ..progress import progress_bar
 from ..registry import get_executor, get_registry
 from ..results import Result
 from .spec import PATH_KEYS, DataSpec, StepSpec, StudyError, StudySpec, parse_study
 from .store import ResultStore, safe_name
-from .views import Run, StepView
+from .views import Run, StepView, table_rows
 
 __all__ = ["Study", "run_study", "STEP_FORMAT"]
 
@@ -360,7 +359,7 @@ class Study:
             seconds = time.perf_counter() - t0
             cache[s.id] = result
             comp = self._component(s)
-            rows = _rows(result)
+            rows = table_rows(result)
             spec = {**s.table, "model": self._model_id(s), "data": s.data}
             entry = {"kind": s.kind, "component": s.component, "params": _canonical(comp.get_params()),
                      "spec": _canonical(spec), "refs": s.refs, "key": keys[s.id],
@@ -515,14 +514,6 @@ def _listing(path: str) -> list:
         st = f.stat()
         out.append([str(f.relative_to(p)) if f != p else f.name, st.st_size, st.st_mtime_ns])
     return out
-
-
-def _rows(result: Any) -> list[dict[str, Any]]:
-    try:
-        rows = result.rows()
-    except Exception:  # a result without a table view still runs
-        return []
-    return [{k: v for k, v in r.items() if isinstance(v, (bool, int, float, str)) or v is None} for r in rows]
 
 
 def _headline(rows: list[dict[str, Any]], limit: int = 6) -> str:

@@ -7,14 +7,13 @@ step views too.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..exceptions import AdvinterpError
 
-__all__ = ["Run", "ReportGroup", "StepView"]
+__all__ = ["Run", "ReportGroup", "StepView", "table_rows"]
 
 
 @dataclass
@@ -58,6 +57,13 @@ class StepView:
         """The step view of input ``name`` (``"batch"``, a context or report key), or ``None``."""
         ref = self.refs.get(name)
         return None if ref is None else self.run.step(ref)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The result's scalar table rows (:func:`table_rows`); ``[]`` when it cannot be read."""
+        try:
+            return table_rows(self.result)
+        except Exception:
+            return []
 
     @property
     def model(self) -> str:
@@ -118,5 +124,12 @@ class Run:
         path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         return name
 
-    def write_json(self, name: str, value: Mapping[str, Any]) -> str:
-        return self.write_text(name, json.dumps(value, indent=2, default=str))
+
+def table_rows(result: Any) -> list[dict[str, Any]]:
+    """``result.rows()`` with only the scalar cells (what tables, logs and ``summary.json``
+    show); ``[]`` for a result without a table view."""
+    try:
+        rows = result.rows()
+    except Exception:  # a result without a table view still runs and reports
+        return []
+    return [{k: v for k, v in r.items() if isinstance(v, (bool, int, float, str)) or v is None} for r in rows]
