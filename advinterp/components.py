@@ -49,9 +49,19 @@ class Component:
         self._set(validate(type(self).__name__, self.params, params))
 
     def _set(self, values: Mapping[str, Any]) -> None:
+        missing = object()
+        old = {k: getattr(self, k, missing) for k in values}
         for k, v in values.items():
             setattr(self, k, v)
-        self._check_params()
+        try:
+            self._check_params()
+        except BaseException:  # a refused combination leaves the component as it was
+            for k, v in old.items():
+                if v is missing:
+                    delattr(self, k)
+                else:
+                    setattr(self, k, v)
+            raise
 
     def _check_params(self) -> None:
         """Cross-parameter checks (override; raise :class:`ParameterError`)."""
@@ -556,6 +566,9 @@ class Probe(Component):
     passes: ClassVar[int] = 1
     #: Whether ``run`` needs ``data`` (``False``: the probe brings its own, e.g. a Broden path).
     needs_data: ClassVar[bool] = True
+    #: Whether the items go to the model as they are (then they must have the model's
+    #: ``input_shape``); ``False`` for probes that resize or only read the data.
+    feeds_model: ClassVar[bool] = True
 
     def run(self, model: Any, data: Any = None, *, shard_size: int | None = None, **context: Any) -> Result:
         """Run the probe on ``model`` over ``data``.
@@ -572,8 +585,9 @@ class Probe(Component):
         if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int)
                                        or shard_size < 1):
             raise ParameterError(owner, "shard_size", shard_size, "a positive integer or None")
-        data = as_dataset(owner, data, required=self.needs_data)
         adapter = as_adapter(model)
+        data = as_dataset(owner, data, required=self.needs_data,
+                          input_shape=adapter.input_shape if self.feeds_model else None)
         with adapter.preserved(freeze=True):
             if not self.shardable:
                 return self._run(adapter, data, **context)
@@ -648,21 +662,28 @@ class _TensorPairDataset:
         return self.x[i], (None if self.y is None else int(self.y[i]))
 
 
-def as_dataset(owner: str, data: Any, required: bool = True) -> Any:
+def as_dataset(owner: str, data: Any, required: bool = True, input_shape: Sequence[int] | None = None) -> Any:
     """``data`` as a map-style dataset of ``(x, y)`` items: datasets pass through, an
-    ``(x, y)`` tensor pair (or ``x`` alone) is wrapped after :func:`check_images`."""
+    ``(x, y)`` tensor pair (or ``x`` alone) is wrapped after :func:`check_images`.
+
+    With ``input_shape`` (the model's ``(C, H, W)``) the images must have that shape: every
+    image of a tensor pair, the first item of a dataset (decoding one item, not all).
+    """
     if data is None:
         if required:
             raise ParameterError(owner, "data", None, "a dataset of (x, y) items or an (x, y) pair of tensors")
         return None
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x = check_images(owner, data[0], "data[0]")
+        x = check_images(owner, data[0], "data[0]", input_shape)
         y = None if data[1] is None else check_labels(owner, data[1], len(x), None, "data[1]")
         return _TensorPairDataset(x, y)
     if isinstance(data, torch.Tensor):
-        return _TensorPairDataset(check_images(owner, data, "data"), None)
+        return _TensorPairDataset(check_images(owner, data, "data", input_shape), None)
     if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
         raise ParameterError(owner, "data", data, "a map-style dataset (len and [i]) of (x, y) items or an (x, y) pair")
+    if input_shape is not None and len(data) > 0:
+        first, _ = load_items(data, [0], owner)
+        check_image_shape(owner, first, tuple(int(s) for s in input_shape), "data[0]")
     return data
 
 

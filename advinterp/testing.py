@@ -257,6 +257,14 @@ def check_params(component) -> None:
                 assert name in str(e), f"the error for {name}={bad!r} does not name the parameter"
             else:
                 raise AssertionError(f"{cls.__name__}({name}={bad!r}) was accepted")
+            before = inst2.get_params()
+            try:
+                inst2.set_params(**{name: bad})
+            except ParameterError:
+                pass
+            else:
+                raise AssertionError(f"set_params({name}={bad!r}) was accepted")
+            assert _equal(inst2.get_params(), before), f"a refused set_params({name}={bad!r}) changed the parameters"
 
 
 def check_output(component) -> None:
@@ -369,24 +377,52 @@ def check_model_unchanged(component) -> None:
 
 
 def check_bad_inputs(component) -> None:
-    """Out-of-range pixels, wrong rank and bad labels raise ParameterError naming the input."""
+    """Out-of-range and NaN pixels, wrong rank, channels-last batches, images of another size
+    or channel count than the model's ``input_shape`` and out-of-range labels raise
+    ParameterError naming the problem (the templates' ``check_images`` / ``check_labels`` do
+    this for components that keep the public methods)."""
     inst, model = _instance(component), toy_model()
     x, y = toy_data()
     cases: list[tuple[str, Callable[[], Any], str]] = []
+    nan = x.clone()
+    nan[1, 0, 2, 2] = float("nan")
+    nhwc = x.permute(0, 2, 3, 1).contiguous()   # channels-last
+    small = x[:, :, :8, :8].contiguous()         # 8x8 into a 16x16 model
+    gray = x[:, :1].contiguous()                 # 1 channel into a 3-channel model
     if isinstance(inst, Analyzer):
+        batch = toy_batch(model)
         cases.append(("not a batch", lambda: inst.analyze(model, (x, y)), "batch"))
         cases.append(("pixels > 1", lambda: inst.analyze(model, AdversarialBatch(x0=x, x_adv=x * 3, y_true=y)),
                       "x_adv"))
+        cases.append(("NaN pixels", lambda: inst.analyze(model, AdversarialBatch(x0=x, x_adv=nan, y_true=y)),
+                      "NaN"))
+        cases.append(("y_true out of range", lambda: inst.analyze(
+            model, AdversarialBatch(x0=batch.x0, x_adv=batch.x_adv, y_true=batch.y_true + 100,
+                                    y_target=batch.y_target, success=batch.success)), "y_true"))
+        if inst.feeds_model:
+            cases += [("channels-last", lambda: inst.analyze(model, AdversarialBatch(
+                          x0=x.permute(0, 2, 3, 1), x_adv=nhwc, y_true=y)), "channels-last"),
+                      ("smaller images", lambda: inst.analyze(model, AdversarialBatch(
+                          x0=small, x_adv=small, y_true=y)), "(3, 16, 16)")]
     elif isinstance(inst, Probe):
         if inst.needs_data:
             cases += [("pixels > 1", lambda: inst.run(model, (x * 3, y)), "data"),
+                      ("NaN pixels", lambda: inst.run(model, (nan, y)), "NaN"),
                       ("3-d input", lambda: inst.run(model, (x[0], y)), "data"),
                       ("not a dataset", lambda: inst.run(model, 3), "data")]
+            if inst.feeds_model:
+                cases += [("channels-last", lambda: inst.run(model, (nhwc, y)), "channels-last"),
+                          ("smaller images", lambda: inst.run(model, (small, y)), "(3, 16, 16)"),
+                          ("one channel", lambda: inst.run(model, (gray, y)), "(3, 16, 16)")]
         cases.append(("unknown context", lambda: inst.run(model, (x, y) if inst.needs_data else None,
                                                            __no_such_context__=1), "__no_such_context__"))
     else:
         cases += [("pixels > 1", lambda: _run(inst, model, x * 3, y), "x"),
                   ("pixels < 0", lambda: _run(inst, model, x - 2, y), "x"),
+                  ("NaN pixels", lambda: _run(inst, model, nan, y), "NaN"),
+                  ("channels-last", lambda: _run(inst, model, nhwc, y), "channels-last"),
+                  ("smaller images", lambda: _run(inst, model, small, y), "(3, 16, 16)"),
+                  ("one channel", lambda: _run(inst, model, gray, y), "(3, 16, 16)"),
                   ("3-d input", lambda: _run(inst, model, x[0], y), "x"),
                   ("label out of range", lambda: _run(inst, model, x, y + 100), "")]
     if isinstance(inst, Attack):

@@ -106,6 +106,29 @@ def test_input_shape_mismatch_names_both_shapes(shape):
     refused(model, lambda: advinterp.get_analyzer("pse", size=4).analyze(model, b), msg)
 
 
+@pytest.mark.parametrize("as_pair", [True, False], ids=["tensors", "dataset"])
+def test_probe_data_is_held_to_the_model_input_shape(as_pair):
+    """A probe that feeds its items to the model refuses images of another size than the
+    model's input_shape, for an (x, y) pair and for a dataset (checked on its first item)."""
+    model = toy_model(size=SIZE)
+    x, y = toy_data(3, 8)
+
+    class Items:
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    data = (x, y) if as_pair else Items()
+    msg = r"input_shape \(C, H, W\) = \(3, 16, 16\)\. Got images of shape \(3, 8, 8\)"
+    refused(model, lambda: advinterp.get_probe("accuracy").run(model, data), msg)
+    xs, ys = toy_data(3, SIZE)
+    good = (xs, ys) if as_pair else type("Good", (), {"__len__": lambda s: 3,
+                                                       "__getitem__": lambda s, i: (xs[i], int(ys[i]))})()
+    assert advinterp.get_probe("accuracy").run(model, good).table()
+
+
 def test_models_without_input_shape_still_work_and_name_channels_last():
     ref = toy_model(size=SIZE)
     model = ModelAdapter(ref.module, mean=ref.mean, std=ref.std, nb_classes=4, cam_layer="features.conv2",

@@ -49,3 +49,17 @@ def test_param_kinds(spec, good, bad):
     for v in spec.invalid:
         with pytest.raises(ParameterError):
             spec.validate("X", "p", v)
+
+
+def test_a_refused_cross_parameter_combination_leaves_the_component_as_it_was():
+    """set_params validates each value, then the cross-parameter check; a refusal by the
+    latter must not leave the new value set (PSE: suppression <= promotion)."""
+    from advinterp.analyzers.pse import PSEAnalyzer
+
+    a = PSEAnalyzer(suppression=-1.0, promotion=1.0)
+    with pytest.raises(ParameterError, match="suppression"):
+        a.set_params(suppression=2.0)
+    assert a.suppression == -1.0 and a.promotion == 1.0
+    with pytest.raises(ParameterError, match="stride"):
+        a.set_params(size=4, stride=8)
+    assert a.get_params() == PSEAnalyzer(suppression=-1.0, promotion=1.0).get_params()

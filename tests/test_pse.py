@@ -354,8 +354,18 @@ def test_analyzers_reject_unknown_context_keywords():
 
 
 # ---------------------------------------------------------------------------- exactness and signs (issue 11)
+class _BatchSizeDependent(nn.Module):
+    """Adds 1e-3 x (batch size) to the logits: a deterministic stand-in for the kernel choice
+    by batch size, so the test below fails on any CPU if untouched grids take a second
+    forward's logits instead of Z(x')."""
+
+    def forward(self, z):
+        return z + 1e-3 * z.shape[0]
+
+
+@pytest.mark.parametrize("jitter", [False, True], ids=["float32", "batch-dependent"])
 @pytest.mark.parametrize("max_batch", [5, 3, 256])
-def test_untouched_grids_get_exactly_z_of_x_adv_on_a_float32_conv_model(max_batch):
+def test_untouched_grids_get_exactly_z_of_x_adv_on_a_float32_conv_model(max_batch, jitter):
     """docs/pse.md: x' - delta_G = x' on grids with delta_G = 0, so their change is exactly 0.
     A float32 conv net's logits depend on the batch size (a batch of one takes other kernels
     than a batch of several on the CPU): with 16 grids and max_batch 5 or 3 the last grid is
@@ -363,7 +373,8 @@ def test_untouched_grids_get_exactly_z_of_x_adv_on_a_float32_conv_model(max_batc
     take Z(x') itself on untouched grids, not the logits of a second forward."""
     g = torch.Generator().manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+                        *([_BatchSizeDependent()] if jitter else []))
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.7)

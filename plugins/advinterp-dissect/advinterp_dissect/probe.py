@@ -222,6 +222,7 @@ class DissectionProbe(Probe):
     name = "dissection"
     context_keys = ()
     needs_data = False
+    feeds_model = False  # any image size the model accepts: feature maps are resized to the labels
     shardable = True
     passes = 3
     params = {
