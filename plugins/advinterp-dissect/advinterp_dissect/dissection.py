@@ -3,7 +3,8 @@
 For every unit ``k`` of a layer (a channel of its ``(N, U, h, w)`` output) and every concept
 label ``c`` of the selected Broden categories::
 
-    S_k(x)  = the activation map of k, upsampled bilinearly to the label resolution (sh, sw)
+    S_k(x)  = the activation map of k resized to the label resolution (sh, sw) as PIL's bilinear
+              resize (NetDissect-Lite's imresize; antialiased when shrinking: resize.py)
     T_k     = the dataset-level top-`quantile` (default 0.005) threshold of k's activations
     M_k(x)  = S_k(x) > T_k                                    (strict, as NetDissect)
     IoU(k, c) = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|

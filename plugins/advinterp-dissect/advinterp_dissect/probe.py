@@ -42,7 +42,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from advinterp.api import (AdvinterpError, ModelAdapter, Param, ParameterError, Probe, Result, Subset, as_adapter,
                            check_context, progress_bar)
@@ -51,6 +50,7 @@ from advinterp.datasets.broden import BrodenDataset, export_broden
 from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _label_batch, _spatial, _vocabulary,
                          images_to_tensor, open_broden, threshold_as)
 from .quantile import GridSchedule, QuantileState, StreamingQuantile
+from .resize import resize_maps
 
 __all__ = ["DissectionProbe", "dissect", "RangePartial", "SketchPartial", "TallyPartial", "LayerTally"]
 
@@ -475,8 +475,7 @@ class DissectionProbe(Probe):
                 chunk = max(1, state.max_elements // max(1, B * S))
                 for u0 in range(0, U, chunk):  # memory chunks of units, not one unit at a time
                     u1 = min(U, u0 + chunk)
-                    up = (a[:, u0:u1] if tuple(a.shape[-2:]) == label_size else
-                          F.interpolate(a[:, u0:u1], size=label_size, mode="bilinear", align_corners=False))
+                    up = resize_maps(a[:, u0:u1], label_size)
                     M = (up > thr[u0:u1])[rows].flatten(2).to(dtype)             # (b, u, S) the shard's images
                     size = M.sum(2)                                               # (b, u)
                     inter = torch.bmm(M, L)                                       # (b, u, P)

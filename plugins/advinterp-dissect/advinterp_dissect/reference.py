@@ -6,7 +6,8 @@ Differences from :func:`dissect` are only in *how*, not *what*:
 * pass 1 keeps every activation of every image (memory grows with the dataset, as
   NetDissect-Lite's ``wholefeatures`` memmap) and takes the exact quantile with
   ``numpy.quantile`` (linear interpolation, NetDissect's ``np.percentile``);
-* pass 2 walks the images one at a time and, for each unit, upsamples its map, thresholds
+* pass 2 walks the images one at a time and, for each unit, resizes its map with PIL
+  (NetDissect-Lite's ``imresize(mode='F')``), thresholds
   it and counts labels under the active pixels with ``numpy.bincount`` (NetDissect-Lite's
   ``tally_job``), with the per-image category gate recomputed on every image.
 
@@ -19,7 +20,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from advinterp.api import as_adapter
 
@@ -27,6 +27,17 @@ from .dissection import (Dissection, LayerDissection, _check_layers, _spatial, _
                          open_broden)
 
 __all__ = ["dissect_reference"]
+
+
+def _imresize(fmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """NetDissect-Lite's ``scipy.misc.imresize(fmap, size, mode='F')``: a float32 PIL image
+    resized with ``Image.BILINEAR`` (independent of :func:`~advinterp_dissect.resize.resize_maps`)."""
+    from PIL import Image
+
+    if fmap.shape == tuple(size):
+        return fmap
+    return np.asarray(Image.fromarray(np.ascontiguousarray(fmap, dtype=np.float32), mode="F")
+                      .resize((size[1], size[0]), Image.BILINEAR))
 
 
 def _pixel_sets(stack: np.ndarray) -> np.ndarray:
@@ -106,8 +117,7 @@ def dissect_reference(model: Any, broden: Any, layers: Sequence[str] | str | Non
                 for unit in range(U):
                     if not fmap[unit].max() > T[n][unit]:
                         continue
-                    up = F.interpolate(torch.from_numpy(fmap[unit])[None, None], size=(sh, sw), mode="bilinear",
-                                       align_corners=False)[0, 0].numpy()
+                    up = _imresize(fmap[unit], (sh, sw))
                     idx = np.flatnonzero(up > T[n][unit])
                     t["pixels"][unit] += len(idx)
                     tally_cat = np.zeros(G)

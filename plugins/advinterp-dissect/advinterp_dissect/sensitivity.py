@@ -1,7 +1,7 @@
 """Unit masks ``M_k(x)`` of any images and the unit sensitivity of eq. (8) (A9).
 
 With the thresholds ``T_k`` of a dissection, the binary segmentation of unit ``k`` on an
-image ``x`` is ``M_k(x) = S_k(x) > T_k``, ``S_k`` the unit's map upsampled bilinearly to a
+image ``x`` is ``M_k(x) = S_k(x) > T_k``, ``S_k`` the unit's map resized (:func:`~advinterp_dissect.resize.resize_maps`) to a
 chosen size (default: the input resolution, as in the PSE paper). The sensitivity of ``k``
 to adversarial perturbations is (eq. 8)::
 
@@ -19,11 +19,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from advinterp.api import ParameterError, as_adapter, check_images
 
 from .dissection import Dissection, _spatial, threshold_as
+from .resize import resize_maps
 
 __all__ = ["unit_masks", "unit_sensitivity"]
 
@@ -70,7 +70,7 @@ def _masks(model, thresholds: Mapping[str, np.ndarray], x: torch.Tensor, layers:
             raise ParameterError("unit_masks", "dissection", None,
                                  f"{a.shape[1]} thresholds for layer {name!r} (found {tuple(T.shape)}); "
                                  "was the dissection made on this model?")
-        up = a if tuple(a.shape[-2:]) == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+        up = resize_maps(a, size)
         out[name] = up > threshold_as(T, up.dtype)[:, None, None]
     return out
 
