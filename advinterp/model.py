@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import warnings
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -194,14 +195,25 @@ class ModelAdapter:
         return modules[name]
 
     def activations(self, x: torch.Tensor, layers: Sequence[str], with_logits: bool = False,
-                    detach: bool = True) -> dict[str, torch.Tensor]:
+                    detach: bool = True, truncate: bool = True) -> dict[str, torch.Tensor]:
         """Outputs of several layers from one forward pass.
+
+        The forward stops as soon as every requested layer has produced its output
+        (``truncate``): asking for ``layer1`` of a ResNet runs the stem and ``layer1``, not the
+        network. This works for any module tree, without rewriting it: a forward hook on the
+        last requested layer to run ends the pass. A module called several times in one
+        forward (a shared ReLU) gives its *last* output, as a full forward would: the first
+        call for a given set of layers and input size runs the whole network and counts the
+        calls; later calls stop after that many. The forward runs whole (and a
+        ``RuntimeWarning`` says so, once per model) when ``with_logits`` is set, when
+        ``truncate=False``, or when the model's code swallowed the stop.
 
         Args:
             x: ``(N, C, H, W)`` pixels in [0, 1].
             layers: layer names.
-            with_logits: also return the logits under the key ``"logits"``.
+            with_logits: also return the logits under the key ``"logits"`` (a full forward).
             detach: detach the activations (default); set False to backpropagate through them.
+            truncate: stop the forward after the last requested layer (default True).
 
         Returns:
             ``{name: tensor}`` (the layer's output; the first element if it returns a tuple).
@@ -210,25 +222,48 @@ class ModelAdapter:
             layers = [layers]
         mods = {n: self.layer(n) for n in layers}
         out: dict[str, torch.Tensor] = {}
+        calls = {n: 0 for n in mods}
+        plans = self.__dict__.setdefault("_stop_plans", {})
+        key = (tuple(mods), tuple(x.shape[1:]))
+        want = plans.get(key) if truncate and not with_logits else None
+        state = {"stopped": False, "done": False}
         handles = []
 
         def make_hook(n):
             def hook(_m, _i, o):
+                if state["done"]:
+                    return
                 o = o[0] if isinstance(o, (tuple, list)) else o
                 out[n] = o.detach() if detach else o
+                calls[n] += 1
+                if want is not None and all(calls[k] >= want[k] for k in want):
+                    state["done"] = True
+                    raise _StopForward
             return hook
 
+        logits = None
         try:
             for n, m in mods.items():
                 handles.append(m.register_forward_hook(make_hook(n)))
             with self.preserved():
-                logits = self.logits(x)
+                try:
+                    logits = self.logits(x)
+                except _StopForward:
+                    state["stopped"] = True
         finally:
             for h in handles:
                 h.remove()
         missing = [n for n in layers if n not in out]
         if missing:
             raise IncompatibleModelError(f"{self.name}: layers {missing} were not run by forward().")
+        if truncate and not with_logits:
+            if want is None:
+                plans[key] = dict(calls)  # the full forward's call counts: later calls stop after them
+            elif not state["stopped"] and not self.__dict__.get("_stop_warned"):
+                self.__dict__["_stop_warned"] = True
+                warnings.warn(f"{self.name}: the forward could not be stopped after {list(mods)} (the model's "
+                              "code caught the stop); it runs whole, with the same activations.",
+                              RuntimeWarning, stacklevel=2)
         if with_logits:
             out["logits"] = logits.detach() if detach else logits
         return out
@@ -414,6 +449,11 @@ class _PixelModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._adapter.logits(x)
+
+
+class _StopForward(BaseException):
+    """Ends a truncated forward (:meth:`ModelAdapter.activations`); a ``BaseException`` so
+    that a model's ``except Exception`` does not swallow it."""
 
 
 def as_adapter(model: Any) -> ModelAdapter:

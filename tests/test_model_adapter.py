@@ -185,3 +185,86 @@ def test_as_module_takes_pixels_and_shares_weights():
     # normalisation is inside: the raw module on raw pixels gives different logits
     assert not torch.allclose(ad.module(x), ad.logits(x))
     assert mod.net is ad.module and dict(mod.named_modules())["net.features.conv2"] is ad.layer("features.conv2")
+
+
+# ---------------------------------------------------------------------------- truncated forwards (issue 12)
+def _count_leaf_calls(module):
+    """Forward hooks counting the calls of every leaf module; returns (counter, handles)."""
+    counter = {"n": 0}
+    handles = [m.register_forward_hook(lambda *_: counter.__setitem__("n", counter["n"] + 1))
+               for m in module.modules() if not list(m.children())]
+    return counter, handles
+
+
+@pytest.mark.parametrize("layers", [["layer1"], ["layer2", "layer1"], ["layer1.0.relu"], ["layer4"]],
+                         ids=["layer1", "two", "shared-relu", "last-stage"])
+def test_truncated_forward_gives_the_full_forwards_activations_and_runs_fewer_modules(layers):
+    """ResNet-18's BasicBlock calls its one ReLU twice: the truncated forward must return its
+    *second* output, as the full forward does. Module calls counted with hooks on every leaf."""
+    model = advinterp.get_model("torchvision:resnet18", weights="random", seed=0)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    full = model.activations(x, layers, truncate=False)
+    counter, handles = _count_leaf_calls(model.module)
+    try:
+        model.activations(x, layers)             # first call: the plan (a full forward)
+        counter["n"] = 0
+        cut = model.activations(x, layers)
+        n_cut = counter["n"]
+        counter["n"] = 0
+        model.activations(x, layers, truncate=False)
+        n_full = counter["n"]
+    finally:
+        for h in handles:
+            h.remove()
+    for n in layers:
+        assert torch.equal(cut[n], full[n]), n
+    assert n_cut < n_full
+    if layers == ["layer1"]:
+        # the stem (conv1, bn1, relu, maxpool) + 2 blocks x (conv1, bn1, relu, conv2, bn2, relu again)
+        assert n_cut == 4 + 2 * 6
+        # the full forward adds layer2..4 (2 blocks x 6 calls + a downsample conv and bn each), avgpool, fc
+        assert n_full == n_cut + 3 * (2 * 6 + 2) + 2
+    assert all(len(m._forward_hooks) == 0 for m in model.module.modules())
+
+
+def test_truncated_forward_of_the_shipped_model_and_input_sizes():
+    model = advinterp.get_model("synthetic-cnn")
+    for size in (64, 32):  # a plan per input size
+        x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
+        full = model.activations(x, ["layer2"], truncate=False)["layer2"]
+        for _ in range(2):
+            torch.testing.assert_close(model.activations(x, ["layer2"])["layer2"], full, rtol=0, atol=0)
+
+
+class _Swallowing(nn.Module):
+    """A model whose forward catches everything around its first stage (the stop included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        try:
+            h = self.a(x)
+        except BaseException:  # noqa: BLE001 - deliberately hostile
+            h = self.a._conv_forward(x, self.a.weight, self.a.bias)
+        return self.fc(self.b(h).mean((2, 3)))
+
+
+def test_a_model_that_swallows_the_stop_runs_whole_and_says_so():
+    model = ModelAdapter(_Swallowing(), nb_classes=2, input_shape=(3, 8, 8), name="swallow")
+    x = torch.rand(2, 3, 8, 8)
+    want = model.activations(x, ["a"], truncate=False)["a"]
+    model.activations(x, ["a"])  # the plan
+    with pytest.warns(RuntimeWarning, match=r"swallow: the forward could not be stopped after \['a'\]"):
+        got = model.activations(x, ["a"])["a"]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_with_logits_runs_the_whole_forward():
+    model = advinterp.get_model("synthetic-cnn")
+    x = torch.rand(2, 3, 64, 64)
+    out = model.activations(x, ["layer1"], with_logits=True)
+    torch.testing.assert_close(out["logits"], model.logits(x), rtol=0, atol=0)
