@@ -20,7 +20,21 @@ __all__ = [
 
 
 class AdvinterpError(Exception):
-    """Base class of every error advinterp raises on purpose."""
+    """Base class of every error advinterp raises on purpose.
+
+    Picklable whatever the subclass's constructor takes (the message and attributes travel
+    as they are), so an error raised in a worker process (a data-loader worker, a study
+    shard) reaches the caller with its type and message.
+    """
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args), dict(self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple) -> "AdvinterpError":
+    err = Exception.__new__(cls)
+    err.args = args
+    return err
 
 
 class ParameterError(AdvinterpError, ValueError):

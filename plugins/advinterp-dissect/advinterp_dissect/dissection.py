@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from advinterp.datasets.broden import BrodenDataset
-from advinterp.api import DatasetFormatError, IncompatibleModelError, ModelAdapter, ParameterError, Result
+from advinterp.api import IncompatibleModelError, ModelAdapter, ParameterError, Result
 
 __all__ = ["Vocabulary", "LayerDissection", "Dissection", "open_broden", "TALLY_FIELDS", "images_to_tensor",
            "threshold_as"]
@@ -329,57 +329,6 @@ def _vocabulary(ds: BrodenDataset, categories: Sequence[str]) -> tuple[Vocabular
     col_of[0] = -1
     col_of[labels] = np.arange(len(labels))
     return vocab, col_of
-
-
-def _label_batch(items, ds: BrodenDataset, categories: Sequence[str], col_of: np.ndarray,
-                 device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
-    """``(L, present, (sh, sw))``: ``L`` ``(B, sh*sw, P)`` 0/1 with ``L[b, p, j] = 1`` iff
-    pixel ``p`` of image ``b`` carries label column ``present[j]`` (image-level labels
-    cover every pixel)."""
-    sizes = set()
-    for it in items:
-        for cat in categories:
-            sizes.add(tuple(it.pixel_labels[cat].shape[1:]))
-    if len(sizes) != 1:
-        raise ParameterError("dissect", "resolution", None,
-                             f"a common label size: images {items[0].index}..{items[-1].index} have label maps "
-                             f"of sizes {sorted(sizes)}; open the dataset with BrodenDataset(root, resolution=...)")
-    sh, sw = sizes.pop()
-    S = sh * sw
-    stacks, scalars = [], []
-    for b, it in enumerate(items):
-        layers = [it.pixel_labels[c].reshape(-1, S) for c in categories if it.pixel_labels[c].shape[0]]
-        stacks.append(np.concatenate(layers) if layers else np.zeros((0, S), np.int64))
-        for cat in categories:
-            for num in it.image_labels[cat]:
-                scalars.append((b, num, cat))
-    K = max([len(s) for s in stacks], default=0)
-    pix = np.zeros((len(items), max(K, 1), S), np.int64)
-    for b, s in enumerate(stacks):
-        pix[b, :len(s)] = s
-    if pix.size and (pix.min() < 0 or pix.max() >= len(col_of)):
-        bad = int(pix.max()) if pix.max() >= len(col_of) else int(pix.min())
-        b = int(np.nonzero((pix == bad).any(axis=(1, 2)))[0][0])
-        raise DatasetFormatError(f"{ds.image_path(items[b].index)}: a segmentation of this image holds label "
-                                 f"number {bad}, which is not in {ds.root / 'label.csv'}. Fix the PNG or label.csv.")
-    cols = col_of[pix]
-    if (cols == -2).any():
-        b = int(np.nonzero((cols == -2).any(axis=(1, 2)))[0][0])
-        bad = sorted(set(pix[b][cols[b] == -2].tolist()))
-        raise DatasetFormatError(f"{ds.image_path(items[b].index)}: a segmentation of this image holds label "
-                                 f"number(s) {bad[:5]}, not in {ds.root / 'label.csv'}. Fix the PNG or label.csv.")
-    scal = [(b, int(col_of[n]) if n < len(col_of) else -2) for b, n, _ in scalars]
-    scal = [(b, c) for b, c in scal if c >= 0]
-    present = np.unique(np.concatenate([cols[cols >= 0].ravel(), np.array([c for _, c in scal], np.int64)]))
-    comp = np.where(cols >= 0, np.searchsorted(present, np.maximum(cols, 0)) + 1, 0)  # 0 = no label
-    index = torch.from_numpy(comp).to(device).permute(0, 2, 1)                      # (B, S, K)
-    L = torch.zeros(len(items), S, len(present) + 1, device=device, dtype=dtype)
-    L.scatter_(2, index, 1.0)
-    if scal:
-        bb = torch.tensor([b for b, _ in scal], device=device)
-        jj = torch.from_numpy(np.searchsorted(present, [c for _, c in scal]) + 1).to(device)
-        L[bb, :, jj] = 1.0
-    return L[:, :, 1:], present, (sh, sw)
 
 
 def threshold_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -47,8 +47,9 @@ from advinterp.api import (AdvinterpError, ModelAdapter, Param, ParameterError, 
                            check_context, progress_bar)
 from advinterp.datasets.broden import BrodenDataset, export_broden
 
-from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _label_batch, _spatial, _vocabulary,
-                         images_to_tensor, open_broden, threshold_as)
+from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _spatial, _vocabulary, open_broden,
+                         threshold_as)
+from .loader import batch_loader, label_tensor
 from .quantile import GridSchedule, QuantileState, StreamingQuantile
 from .resize import resize_maps
 
@@ -120,10 +121,11 @@ class _Broden:
 
     def __init__(self, ds: BrodenDataset, index: Sequence[int] | None = None, name: str | None = None,
                  thresholds: Mapping[str, Any] | None = None, max_elements: int = _MAX_ELEMENTS,
-                 progress: bool | None = False, owner: str | None = None):
+                 progress: bool | None = False, owner: str | None = None, workers: int | None = None):
         self.ds, self.index = ds, None if index is None else [int(i) for i in index]
         self.name = str(ds.root) if name is None else name
         self.thresholds, self.max_elements, self.progress, self.owner = thresholds, max_elements, progress, owner
+        self.workers = workers
 
     def __len__(self) -> int:
         return len(self.ds) if self.index is None else len(self.index)
@@ -152,15 +154,6 @@ def _source(data: Any, resolution: Any, owner: str, progress: bool | None = Fals
     raise ParameterError(owner, "data", data, "None, a BrodenDataset or the path of a Broden folder",
                          "Dissection reads Broden segmentations; export the embedded world with "
                          "advinterp.datasets.broden.export_broden(path).")
-
-
-def _stack(images: list[np.ndarray], first: int, resolution: Any) -> np.ndarray:
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise ParameterError("BrodenDataset", "resolution", resolution,
-                             f"a common size, because images {first}..{first + len(images) - 1} differ "
-                             f"in size ({sorted(shapes)}); e.g. BrodenDataset(root, resolution=224)")
-    return np.stack(images)
 
 
 # ---------------------------------------------------------------------------- the probe's state
@@ -363,23 +356,28 @@ class DissectionProbe(Probe):
 
     # ------------------------------------------------------------------ the passes
     def _forward(self, model: ModelAdapter, src: _Broden, indices: list[int], state: _Plan, step: int,
-                 items: bool = False):
+                 labels: bool = False):
         """Per global batch that ``indices`` touch, in order: ``(t, {layer: (B, U, h, w)}
-        activations of the *whole* batch, rows of the shard's images in it, their items
-        (with labels) when ``items``)``."""
+        activations of the *whole* batch, rows of the shard's images in it, the
+        :class:`~advinterp_dissect.loader.LabelIndex` of those images when ``labels``)``.
+        Decoding runs ahead in worker processes (:mod:`~advinterp_dissect.loader`)."""
         bs = self.batch_size
         groups: dict[int, list[int]] = {}
         for i in indices:
             groups.setdefault(i // bs, []).append(i)
-        for t in progress_bar(sorted(groups), desc=f"dissection {step + 1}/3: {_PASSES[step]}", total=len(groups),
-                              disable=None if state.progress is None else not state.progress):
-            own, first = groups[t], t * bs
-            members = range(first, min(state.n, first + bs))
-            got = {i: src[i] for i in own} if items else {}
-            images = _stack([got[i].image if i in got else src.image(i) for i in members], first, src.ds.resolution)
-            acts = model.activations(images_to_tensor(images, model.device, model.dtype), state.layers)
-            rows = slice(None) if len(own) == len(members) else [i - first for i in own]
-            yield t, {name: _spatial(acts, name, model) for name in state.layers}, rows, [got[i] for i in own if i in got]
+        plan = [(t, list(range(t * bs, min(state.n, t * bs + bs))), groups[t]) for t in sorted(groups)]
+        dev = model.device
+        batches = batch_loader(src, plan, labels=labels, categories=state.vocab.categories, col_of=state.col_of,
+                               workers=src.workers, pin=dev.type == "cuda")
+        for (t, members, own), got in zip(plan, progress_bar(batches, desc=f"dissection {step + 1}/3: {_PASSES[step]}",
+                                                             total=len(plan), disable=None if state.progress is None
+                                                             else not state.progress)):
+            x = got.images.to(dev, non_blocking=True).permute(0, 3, 1, 2).to(model.dtype).div_(255.0)
+            acts = model.activations(x, state.layers)
+            rows = slice(None) if len(own) == len(members) else [i - members[0] for i in own]
+            # the (channels-last) batch makes the convolutions channels-last, which is faster on
+            # CPUs; the per-unit reductions and products below want contiguous NCHW maps
+            yield t, {name: _spatial(acts, name, model).contiguous() for name in state.layers}, rows, got.labels
 
     def _ranges(self, model, src, indices, state) -> RangePartial:
         if state.thresholds is not None:
@@ -453,10 +451,10 @@ class DissectionProbe(Probe):
         tallies: dict[str, dict[str, torch.Tensor]] = {}
         act_size: dict[str, tuple[int, int]] = {}
         label_size = None
-        for _, acts, rows, items in self._forward(model, src, indices, state, 2, items=True):
-            L, present, label_size = _label_batch(items, src.ds, vocab.categories, state.col_of, dev, dtype)
+        for _, acts, rows, li in self._forward(model, src, indices, state, 2, labels=True):
+            L, label_size = label_tensor(li, dev, dtype), li.size
             S = L.shape[1]
-            pres = torch.from_numpy(present).to(dev)
+            pres = torch.from_numpy(li.present).to(dev)
             cat_b = catmat[pres]                                           # (P, G)
             truth_b = L.sum((0, 1)).double()
             for name, a in acts.items():
@@ -511,7 +509,8 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
             iou_threshold: float = 0.04, batch_size: int = 32, bins: int = 2048,
             categories: Sequence[str] | None = None, resolution: Any = None,
             thresholds: Mapping[str, Any] | None = None, progress: bool | None = None,
-            max_elements: int = _MAX_ELEMENTS, shard_size: int | None = None) -> Dissection:
+            max_elements: int = _MAX_ELEMENTS, shard_size: int | None = None,
+            workers: int | None = None) -> Dissection:
     """Dissect ``layers`` of ``model`` over a Broden dataset (module docstrings; eq. 7).
 
     The :class:`DissectionProbe` with these parameters, run over ``broden``; the same
@@ -536,6 +535,9 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
         progress: show progress bars (default: when on a terminal).
         max_elements: bound on ``batch * units_chunk * sh * sw`` per mask tensor (2**22).
         shard_size: items per shard (default None: one shard).
+        workers: processes decoding images and label PNGs ahead of the forward (default
+            None: ``min(4, CPUs - 1)``, none for passes of fewer than three batches; 0: in
+            this process). Results do not depend on it.
 
     Returns:
         :class:`Dissection`.
@@ -543,9 +545,11 @@ def dissect(model: Any, broden: Any, layers: Sequence[str] | str | None = None, 
     owner = "dissect"
     if isinstance(max_elements, bool) or not isinstance(max_elements, int) or max_elements < 1:
         raise ParameterError(owner, "max_elements", max_elements, "a positive integer")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ParameterError(owner, "workers", workers, "None or a non-negative integer")
     probe = DissectionProbe(layers=[layers] if isinstance(layers, str) else layers, quantile=quantile,
                             iou_threshold=iou_threshold, batch_size=batch_size, bins=bins,
                             categories=[categories] if isinstance(categories, str) else categories)
     src = _Broden(open_broden(broden, resolution=resolution, owner=owner), thresholds=thresholds,
-                  max_elements=max_elements, progress=progress, owner=owner)
+                  max_elements=max_elements, progress=progress, owner=owner, workers=workers)
     return probe.run(as_adapter(model), src, shard_size=shard_size)

@@ -69,9 +69,9 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     h, w = maps.shape[-2:]
     out = maps
     if w != sw:  # PIL's horizontal pass first
-        Ww = torch.from_numpy(pil_bilinear_weights(w, sw)).to(device=maps.device, dtype=maps.dtype)
+        Ww = torch.tensor(pil_bilinear_weights(w, sw), device=maps.device, dtype=maps.dtype)
         out = torch.matmul(out, Ww.T)
     if h != sh:
-        Wh = torch.from_numpy(pil_bilinear_weights(h, sh)).to(device=maps.device, dtype=maps.dtype)
+        Wh = torch.tensor(pil_bilinear_weights(h, sh), device=maps.device, dtype=maps.dtype)
         out = torch.matmul(Wh, out)
     return out
