@@ -38,7 +38,7 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -581,7 +581,7 @@ class BrodenDataset:
         """Path of the image of item ``i``."""
         return self.images_dir / self._rows[i].image
 
-    def __getitem__(self, i: int) -> BrodenItem:
+    def _check_index(self, i: Any) -> int:
         n = len(self._rows)
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"BrodenDataset indices must be integers, not {type(i).__name__}")
@@ -589,10 +589,24 @@ class BrodenDataset:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"BrodenDataset index {i} out of range for {n} items")
+        return int(i)
+
+    def __getitem__(self, i: int) -> BrodenItem:
+        i = self._check_index(i)
         r = self._rows[i]
+        pixel, image_labels = self._labels(r)
+        return BrodenItem(self._image(r), pixel, image_labels, self.images_dir / r.image, i, r.split)
+
+    def segmentation(self, i: int) -> BrodenItem:
+        """Item ``i`` without decoding its image (``image`` is an empty ``(0, 0, 3)``
+        array): the labels alone, for passes that already have the image's activations."""
+        i = self._check_index(i)
+        r = self._rows[i]
+        pixel, image_labels = self._labels(r)
+        return BrodenItem(np.zeros((0, 0, 3), np.uint8), pixel, image_labels, self.images_dir / r.image, i, r.split)
+
+    def _labels(self, r: _Row) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
         where = f"{self.root / 'index.csv'} line {r.line}"
-        path = self.images_dir / r.image
-        image = self._image(r)
         out_seg = self.resolution or (r.sh, r.sw)
         pixel, image_labels = {}, {}
         for cat in self.categories:
@@ -609,7 +623,7 @@ class BrodenDataset:
             pixel[cat] = (np.stack(maps).astype(np.int32, copy=False) if maps
                           else np.zeros((0,) + tuple(out_seg), np.int32))
             image_labels[cat] = list(r.numbers[cat])
-        return BrodenItem(image, pixel, image_labels, path, int(i), r.split)
+        return pixel, image_labels
 
     def _image(self, r: _Row) -> np.ndarray:
         where = f"{self.root / 'index.csv'} line {r.line}"
@@ -623,12 +637,7 @@ class BrodenDataset:
 
     def image(self, i: int) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 image of item ``i`` alone (its segmentations are not read)."""
-        n = len(self._rows)
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"BrodenDataset indices must be integers, not {type(i).__name__}")
-        if not -n <= i < n:
-            raise IndexError(f"BrodenDataset index {i} out of range for {n} items")
-        return self._image(self._rows[int(i) % n])
+        return self._image(self._rows[self._check_index(i)])
 
     def image_batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
         """Stream only the images, in order, as ``(B, H, W, 3)`` uint8 stacks (the batches of

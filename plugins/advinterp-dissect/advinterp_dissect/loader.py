@@ -9,9 +9,9 @@ in pinned memory when the model is on a GPU, while the main process runs the for
 tallies of the previous batch (NetDissect-Lite decodes in a ``multiprocessing`` pool too).
 The batches come back in order and equal to a serial decode (tests/test_dissect_loader.py).
 
-Workers: ``None`` picks ``min(4, CPUs - 1)``, and none for a pass of fewer than three
-batches (starting processes would cost more than it saves); ``0`` decodes in the main
-process. Errors raised while decoding (a missing PNG, an unknown label number) reach the
+Workers: ``None`` picks ``min(4, CPUs // 2)`` on machines with four CPUs or more, and none
+on smaller ones or for a pass of fewer than three batches (starting processes would cost more
+than it saves); ``0`` decodes in the main process. Errors raised while decoding (a missing PNG, an unknown label number) reach the
 caller as the same :class:`~advinterp.api.DatasetFormatError` / ``ParameterError``.
 """
 from __future__ import annotations
@@ -54,15 +54,17 @@ class LabelIndex:
 
 @dataclass
 class DecodedBatch:
-    """Global batch ``t``: the ``(B, H, W, 3)`` uint8 images of all its items, and the
-    :class:`LabelIndex` of the shard's own items when the pass needs labels."""
+    """Global batch ``t``: the ``(B, H, W, 3)`` uint8 images of all its items (None when
+    only labels were asked for), and the :class:`LabelIndex` of the shard's own items when the
+    pass needs labels."""
 
     t: int
-    images: torch.Tensor
+    images: torch.Tensor | None
     labels: LabelIndex | None
 
     def pin_memory(self) -> "DecodedBatch":
-        return DecodedBatch(self.t, self.images.pin_memory(), None if self.labels is None else self.labels.pin_memory())
+        return DecodedBatch(self.t, None if self.images is None else self.images.pin_memory(),
+                            None if self.labels is None else self.labels.pin_memory())
 
 
 class _Failed:
@@ -129,8 +131,8 @@ def label_tensor(li: LabelIndex, device: torch.device, dtype: torch.dtype) -> to
 
 class _Batches(torch.utils.data.Dataset):
     def __init__(self, src: Any, groups: list[tuple[int, list[int], list[int]]], labels: bool,
-                 categories: Sequence[str], col_of: np.ndarray):
-        self.src, self.groups, self.labels = src, groups, labels
+                 categories: Sequence[str], col_of: np.ndarray, images: bool = True):
+        self.src, self.groups, self.labels, self.images = src, groups, labels, images
         self.categories, self.col_of = list(categories), col_of
 
     def __len__(self) -> int:
@@ -139,6 +141,9 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         t, members, own = self.groups[k]
         try:
+            if not self.images:
+                items = [self.src.segmentation(i) for i in own]
+                return DecodedBatch(t, None, label_index(items, self.src.ds, self.categories, self.col_of))
             got = {i: self.src[i] for i in own} if self.labels else {}
             images = [got[i].image if i in got else self.src.image(i) for i in members]
             shapes = {im.shape for im in images}
@@ -158,20 +163,23 @@ def _as_is(batch):
 
 
 def default_workers(n_batches: int) -> int:
-    """``min(4, CPUs - 1)`` worker processes, none for fewer than three batches."""
-    if n_batches < 3:
-        return 0
+    """``min(4, CPUs // 2)`` worker processes on machines with at least four CPUs (the
+    forward and the tallies keep two busy), none below that or for fewer than three batches
+    (measured on two CPUs: one worker slows a dissection by a third)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cpus - 1))
+    if n_batches < 3 or cpus < 4:
+        return 0
+    return min(4, cpus // 2)
 
 
 def batch_loader(src: Any, groups: list[tuple[int, list[int], list[int]]], *, labels: bool = False,
-                 categories: Sequence[str] = (), col_of: np.ndarray | None = None, workers: int | None = None,
-                 pin: bool = False, prefetch: int = 2) -> Iterator[DecodedBatch]:
+                 images: bool = True, categories: Sequence[str] = (), col_of: np.ndarray | None = None,
+                 workers: int | None = None, pin: bool = False, prefetch: int = 2) -> Iterator[DecodedBatch]:
     """Decode ``groups`` -- ``(t, members, own)``: global batch ``t``, all its item indices,
-    the shard's own items among them -- in order, in ``workers`` processes (module docstring)."""
+    the shard's own items among them -- in order, in ``workers`` processes (module docstring);
+    ``images=False``: the own items' labels only."""
     workers = default_workers(len(groups)) if workers is None else int(workers)
-    ds = _Batches(src, groups, labels, categories, col_of if col_of is not None else np.zeros(0, np.int64))
+    ds = _Batches(src, groups, labels, categories, col_of if col_of is not None else np.zeros(0, np.int64), images)
     kw = {"num_workers": workers, "pin_memory": pin, "collate_fn": _as_is, "batch_size": None}
     if workers:
         kw.update(prefetch_factor=prefetch, persistent_workers=False)

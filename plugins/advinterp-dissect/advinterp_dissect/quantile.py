@@ -212,9 +212,53 @@ class StreamingQuantile:
         flat = self.counts.view(-1)
         for s in range(0, v.shape[1], step):
             # bin index in float64 (exact enough that a value lands in its own bin)
-            idx = v[:, s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).floor_().clamp_(0, self.bins - 1).long().add_(offs)
+            # clamp, then truncate: the floor on [0, bins - 1] in one pass less
+            idx = v[:, s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).long().add_(offs)
             flat += torch.bincount(idx.reshape(-1), minlength=self.units * self.bins)
         self.count += int(v.shape[1])
+        return self
+
+    # ------------------------------------------------------------------ (B, U, ...) maps
+    @staticmethod
+    def range_of_maps(maps: torch.Tensor, owner: str = "StreamingQuantile") -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`range_of` of the values of ``maps`` ``(B, U, ...)`` per unit (dim 1),
+        without transposing them."""
+        dims = [0] + list(range(2, maps.ndim))
+        vmin, vmax = maps.amin(dims).double(), maps.amax(dims).double()
+        if not bool(torch.isfinite(vmin).all() and torch.isfinite(vmax).all()):
+            raise ParameterError(owner, "values", maps, "finite values", "The model produced NaN or inf activations.")
+        return vmin, vmax
+
+    def add_maps(self, maps: torch.Tensor, vmin: torch.Tensor | None = None,
+                 vmax: torch.Tensor | None = None) -> "StreamingQuantile":
+        """:meth:`add` of ``maps`` ``(B, U, ...)``: unit ``k``'s values are ``maps[:, k]``
+        (the same counts as ``add(maps.transpose(0, 1).reshape(U, -1))``, without the copy).
+        ``vmin``/``vmax``: their :meth:`range_of_maps` when already known."""
+        if not self.started:
+            raise ParameterError("StreamingQuantile.add_maps", "maps", maps, "values after extend() set the grid")
+        if maps.ndim < 2 or maps.shape[1] != self.units:
+            raise ParameterError("StreamingQuantile.add_maps", "maps", maps, f"a tensor of shape (B, {self.units}, ...)")
+        a = maps.detach().to(self.device)
+        if a.numel() == 0:
+            return self
+        if vmin is None or vmax is None:
+            vmin, vmax = self.range_of_maps(a, "StreamingQuantile.add_maps")
+        shape = [1, self.units] + [1] * (a.ndim - 2)
+        dims = [0] + list(range(2, a.ndim))
+        at_min = (a == vmin.to(a.device, a.dtype).view(shape)).sum(dims)
+        self.n_min = torch.where(vmin < self.min, at_min,
+                                 torch.where(vmin == self.min, self.n_min + at_min, self.n_min))
+        self.min = torch.minimum(self.min, vmin)
+        self.max = torch.maximum(self.max, vmax)
+        offs = (torch.arange(self.units, device=self.device) * self.bins).view(shape)
+        lo, inv = self.lo.view(shape), (1.0 / self.width).view(shape)
+        per_item = a[0].numel()
+        step = max(1, _CHUNK // per_item)
+        flat = self.counts.view(-1)
+        for s in range(0, a.shape[0], step):
+            idx = a[s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).long().add_(offs)
+            flat += torch.bincount(idx.reshape(-1), minlength=self.units * self.bins)
+        self.count += a.shape[0] * (per_item // self.units)
         return self
 
     # ------------------------------------------------------------------ state and merging
