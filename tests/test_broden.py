@@ -33,12 +33,12 @@ def batch(world):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, world):
-    return export_broden(tmp_path_factory.mktemp("broden_full"), world, n=N)
+    return export_broden(tmp_path_factory.mktemp("broden_full"), world, n=N, split="train")
 
 
 @pytest.fixture(scope="module")
 def exported32(tmp_path_factory, world):
-    return export_broden(tmp_path_factory.mktemp("broden_32"), world, n=N, seg_size=32)
+    return export_broden(tmp_path_factory.mktemp("broden_32"), world, n=N, split="train", seg_size=32)
 
 
 def _rows(path):

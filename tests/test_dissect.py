@@ -226,7 +226,7 @@ def test_iou_with_thresholds_equal_to_activations_is_strict(hand, T):
 def test_tally_csv_has_netdissect_lites_columns_and_rows(hand, tmp_path):
     model = _pixel_model()
     d = dissect(model, hand, ["features"], thresholds={"features": [0.5, 0.5]})
-    path = d.write_tally(tmp_path / "out")["features"]
+    path = d.write_tallies(tmp_path / "out")["features"]
     assert path.name == "tally_features.csv"
     text = path.read_text()
     header = text.splitlines()[0]

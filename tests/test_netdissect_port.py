@@ -111,3 +111,34 @@ def test_tally_csv_has_netdissect_lite_header(model, roots, tmp_path):
     best = r["score_pciou"].max(axis=0)
     for row in body:
         assert float(row[3]) == pytest.approx(best[int(row[0]) - 1], abs=1e-12)
+
+
+@pytest.mark.parametrize("seg, layer", [(None, "layer1"), (None, "layer4"), (SIZE // 2, "layer1"),
+                                        (SIZE // 2, "layer4")])
+def test_tally_csv_equals_netdissect_lites_file_byte_for_byte(model, roots, tmp_path, seg, layer):
+    """dissect's tally.csv is NetDissect-Lite's: same rows in the same order (ties broken by
+    numpy's default argsort), and a category with IoU 0 for every label names label 0
+    (empty label, truth 0, the last category's gated activation, intersect 0, IoU 0)."""
+    root = roots[seg]
+    d = dissect(model, root, [layer], batch_size=B, progress=False)
+    ours = d[layer].write_tally(tmp_path / "ours.csv")
+    netdissect_lite(model, root, [layer], batch_size=B, thresholds={layer: d[layer].thresholds},
+                    tally_csv=tmp_path / "theirs.csv", workers=WORKERS)
+    assert ours.read_bytes() == (tmp_path / "theirs.csv").read_bytes()
+    rows = d[layer].tally_rows()
+    zero_cells = [(r, c) for r in rows for c in d[layer].vocabulary.categories if r[f"{c}-iou"] == 0]
+    if zero_cells:  # the label-0 convention is exercised (4 of the 4 cases at the time of writing)
+        r, c = zero_cells[0]
+        assert r[f"{c}-label"] == "" and r[f"{c}-truth"] == 0 and r[f"{c}-intersect"] == 0
+        last = d[layer].vocabulary.categories[-1]
+        assert r[f"{c}-activation"] == d[layer].activation[r["unit"] - 1, -1], last
+
+
+def test_iou_by_label_is_indexed_by_broden_label_number(model, roots):
+    d = dissect(model, roots[None], ["layer4"], batch_size=B, progress=False)["layer4"]
+    by_number = d.iou_by_label()
+    labels = d.vocabulary.labels
+    assert by_number.shape == (d.units, labels.max() + 1)
+    np.testing.assert_array_equal(by_number[:, labels], d.iou())
+    others = np.setdiff1d(np.arange(by_number.shape[1]), labels)
+    assert (by_number[:, others] == 0).all()

@@ -325,7 +325,7 @@ def _parse_float(text: str, path: Path, line: int, column: str, hint: str) -> fl
 
 
 # ---------------------------------------------------------------------------- export
-def export_broden(root, world: SyntheticWorld | None = None, n: int = 200, split: str = "train",
+def export_broden(root, world: SyntheticWorld | None = None, n: int = 200, split: str = "val",
                   seg_size=None, start: int = 0, progress: bool = False) -> Path:
     """Render ``n`` synthetic scenes and write them as a Broden dataset under ``root``.
 
@@ -343,7 +343,8 @@ def export_broden(root, world: SyntheticWorld | None = None, n: int = 200, split
         world: the generator (default ``SyntheticWorld()``: 64x64, seed 0).
         n: number of scenes (default 200).
         split: world split to render, written as is in the ``split`` column (default
-            ``"train"``; Broden itself uses ``train`` and ``val``).
+            ``"val"``: dissection data, never the scenes the shipped models were trained on;
+            Broden itself uses ``train`` and ``val``).
         seg_size: segmentation size, int or ``(sh, sw)`` (default: the image size). Masks
             are downsampled by :func:`resize_nearest`.
         start: index of the first scene (default 0).

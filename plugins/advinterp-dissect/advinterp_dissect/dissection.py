@@ -43,7 +43,7 @@ Example::
     from advinterp_dissect import dissect
     d = dissect(model, "/data/broden1_224", layers=["layer3", "layer4"])
     d["layer4"].detector_counts()          # {"object": 12, "part": 3, ...}
-    d.write_tally("out/")                  # out/tally_layer4.csv, NetDissect-Lite's columns
+    d.write_tallies("out/")                # out/tally_layer4.csv, NetDissect-Lite's columns
 """
 from __future__ import annotations
 
@@ -132,6 +132,16 @@ class LayerDissection:
     def units(self) -> int:
         return len(self.thresholds)
 
+    def iou_by_label(self) -> np.ndarray:
+        """``(U, max label number + 1)`` IoUs indexed by Broden label number, as
+        NetDissect-Lite's ``iou`` array (0 for numbers outside the vocabulary, e.g. 0);
+        :meth:`iou` is indexed by vocabulary column (``vocabulary.labels[j]`` is the number
+        of column ``j``)."""
+        labels = self.vocabulary.labels
+        out = np.zeros((self.units, int(labels.max()) + 1 if len(labels) else 1))
+        out[:, labels] = self.iou()
+        return out
+
     def union(self) -> np.ndarray:
         """``(U, C)`` ``activation[k, g(c)] + truth[c] - intersection[k, c]``."""
         return self.activation[:, self.vocabulary.category] + self.truth[None, :] - self.intersection
@@ -195,31 +205,40 @@ class LayerDissection:
                  "threshold": float(self.thresholds[u])} for u in order]
 
     def tally_rows(self) -> list[dict[str, Any]]:
-        """NetDissect-Lite's ``tally.csv`` rows: units (numbered from 1) by decreasing
-        score, with ``unit, category, label, score`` then per category ``cat-label,
-        cat-truth, cat-activation, cat-intersect, cat-iou``."""
+        """NetDissect-Lite's ``tally.csv`` rows, value for value: units (numbered from 1) by
+        decreasing score, with ``unit, category, label, score`` then per category
+        ``cat-label, cat-truth, cat-activation, cat-intersect, cat-iou``.
+
+        As NetDissect-Lite, a category in which the unit's IoU is 0 for every label names
+        its Broden label 0: an empty label, truth 0, intersect 0, IoU 0, and as activation
+        the unit's category-gated activation count of the *last* category (label 0's primary
+        category under NetDissect's rule); ties in the unit order and the best category are
+        broken by numpy's default ``argsort``, as there. :meth:`best_per_category` keeps the
+        readable choice (the category's first label) for the library's own views.
+        """
         best, score = self.best_per_category()
         cats = self.vocabulary.categories
         names = self.vocabulary.names
-        bestcat = score.argsort(axis=0, kind="stable")[::-1][0]
-        ordering = score.max(axis=0).argsort(kind="stable")[::-1]
+        G = len(cats)
+        bestcat = score.argsort(axis=0)[::-1][0]            # NetDissect's bestcat_pciou[0]
+        ordering = score.max(axis=0).argsort()[::-1]        # NetDissect's ordering
         act = self.activation[:, self.vocabulary.category]  # NetDissect's tally_units_cat . labelcat.T
         rows = []
         for unit in ordering:
+            def cell(ci: int) -> tuple[str, float, float, float, float]:
+                lab = best[ci, unit]
+                if lab < 0 or score[ci, unit] == 0:  # NetDissect-Lite's argmax lands on label 0
+                    return "", 0.0, float(self.activation[unit, G - 1]) if G else 0.0, 0.0, 0.0
+                return (names[lab], float(self.truth[lab]), float(act[unit, lab]),
+                        float(self.intersection[unit, lab]), float(score[ci, unit]))
+
             g = bestcat[unit]
-            row: dict[str, Any] = {"unit": int(unit) + 1, "category": cats[g],
-                                   "label": names[best[g, unit]] if best[g, unit] >= 0 else "",
+            row: dict[str, Any] = {"unit": int(unit) + 1, "category": cats[g], "label": cell(g)[0],
                                    "score": float(score[g, unit])}
             for ci, cat in enumerate(cats):
-                lab = best[ci, unit]
-                if lab < 0:
-                    row.update({f"{cat}-label": "", f"{cat}-truth": 0.0, f"{cat}-activation": 0.0,
-                                f"{cat}-intersect": 0.0, f"{cat}-iou": 0.0})
-                    continue
-                row.update({f"{cat}-label": names[lab], f"{cat}-truth": float(self.truth[lab]),
-                            f"{cat}-activation": float(act[unit, lab]),
-                            f"{cat}-intersect": float(self.intersection[unit, lab]),
-                            f"{cat}-iou": float(score[ci, unit])})
+                label, truth, activation, intersect, iou = cell(ci)
+                row.update({f"{cat}-label": label, f"{cat}-truth": truth, f"{cat}-activation": activation,
+                            f"{cat}-intersect": intersect, f"{cat}-iou": iou})
             rows.append(row)
         return rows
 
@@ -284,11 +303,21 @@ class Dissection(Result):
                                 f"{top[0]['iou']:.3f}" if top else ""})
         return out
 
-    def write_tally(self, folder: str | Path) -> dict[str, Path]:
+    def write_tallies(self, folder: str | Path) -> dict[str, Path]:
         """Write ``folder/tally_<layer>.csv`` for every layer (NetDissect-Lite's format;
-        NetDissect-Lite names it ``tally.csv`` in a per-run folder)."""
+        NetDissect-Lite names it ``tally.csv`` in a per-run folder). One layer's file:
+        ``d[layer].write_tally(path)``."""
         folder = Path(folder)
         return {k: v.write_tally(folder / f"tally_{_safe(k)}.csv") for k, v in self.layers.items()}
+
+    def write_tally(self, folder: str | Path) -> dict[str, Path]:
+        """Deprecated name of :meth:`write_tallies` (``LayerDissection.write_tally`` takes a
+        file path; this one a folder)."""
+        import warnings
+
+        warnings.warn("Dissection.write_tally(folder) is now write_tallies(folder); LayerDissection.write_tally(path) "
+                      "writes one layer's file", DeprecationWarning, stacklevel=2)
+        return self.write_tallies(folder)
 
 
 def _safe(name: str) -> str:

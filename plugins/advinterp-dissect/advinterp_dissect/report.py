@@ -149,7 +149,7 @@ def dissection_probe_section(group: "ReportGroup", run: "Run") -> Section:
         d = step.result
         text, tables = dissection_part(d, save)
         tally = {k: p.relative_to(run.out).as_posix()
-                 for k, p in d.write_tally(run.out / "dissection" / _safe(step.id)).items()}
+                 for k, p in d.write_tallies(run.out / "dissection" / _safe(step.id)).items()}
         summary[step.id] = {"layers": d.rows(), "tally": tally}
         return text + [f"NetDissect-Lite tally files: {', '.join(tally.values())}."], tables
 
