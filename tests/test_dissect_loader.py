@@ -362,10 +362,6 @@ def test_load_activations_errors(tmp_path):
         load_activations(tmp_path / "a", "layer4")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "probe.py: dissect(..., thresholds=..., save_activations=folder) creates the activation files "
-    "(_store) but never writes them: _ranges returns at once when thresholds are given, and the tally "
-    "pass (_activations -> _forward) does not write, so <layer>.npy holds only zeros"))
 def test_saved_activations_with_given_thresholds(model, root, ds, baseline, tmp_path):
     folder = tmp_path / "acts"
     d = dissect(model, root, LAYERS, batch_size=BS, workers=0, save_activations=folder, progress=False,

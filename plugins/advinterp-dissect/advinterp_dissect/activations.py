@@ -49,8 +49,9 @@ def _np_dtype(dtype: torch.dtype) -> np.dtype:
 class ActivationFiles:
     """``{layer: <folder>/<layer>.npy (N, U, h, w)}`` written and read by rows.
 
-    Create with :meth:`create` (writes the headers and sizes the files), reopen with
-    :meth:`open` (e.g. in another process). Picklable (paths and offsets only).
+    Create with :meth:`create` (writes the headers and sizes the files); the object is
+    picklable (paths and offsets only), so a copy in another process reads and writes the
+    same files.
     """
 
     def __init__(self, folder: str | Path, shapes: dict[str, tuple[int, ...]], n: int, dtype: np.dtype,

@@ -394,13 +394,17 @@ class DissectionProbe(Probe):
                      labels: bool = False):
         """As :meth:`_forward`, reading the activations of the shard's own images from the
         store when pass 0 wrote them (then only label PNGs are decoded, and ``rows`` is all)."""
-        if not state.store_ready:
-            yield from self._forward(model, src, indices, state, step, labels)
-            return
         bs = self.batch_size
         groups: dict[int, list[int]] = {}
         for i in indices:
             groups.setdefault(i // bs, []).append(i)
+        if not state.store_ready:
+            for t, acts, rows, extra in self._forward(model, src, indices, state, step, labels):
+                if state.store is not None and step == 2:  # thresholds given: save_activations is written here
+                    for name, a in acts.items():
+                        state.store.write(name, groups[t], a[rows])
+                yield t, acts, rows, extra
+            return
         plan = [(t, groups[t], groups[t]) for t in sorted(groups)]
         dev = model.device
         decoded = (batch_loader(src, plan, labels=True, images=False, categories=state.vocab.categories,
