@@ -529,3 +529,38 @@ def test_errors_round_trip_through_pickle():
     assert (e.path, e.reason) == ("/r.json", "truncated")
     with pytest.raises(UnknownComponentError):  # and they can be raised again
         raise pickle.loads(pickle.dumps(UnknownComponentError("probe", "x", [])))
+
+
+# ---------------------------------------------------------------------------- the two tally paths
+@pytest.mark.parametrize("label_size", [(12, 12), (6, 10), (5, 4)], ids=["enlarge", "mixed", "shrink"])
+def test_dense_and_gathered_tallies_count_the_same(label_size):
+    """The GPU path (dense, NetDissect's skip as a mask) and the CPU path (active pairs
+    gathered) of one batch give identical tallies; forcing the dense path on the CPU here,
+    and a skip that matters (most (image, unit) pairs below T_k)."""
+    from advinterp_dissect.probe import _tally_batch
+
+    g = torch.Generator().manual_seed(5)
+    b, U, P, G = 5, 7, 6, 3
+    a = torch.relu(torch.randn(b, U, 6, 6, generator=g)) * 0.2         # below T = 1 everywhere ...
+    for _ in range(12):                                                 # ... but for a few peaks
+        i, u, r, c = (int(torch.randint(0, n, (1,), generator=g)) for n in (b, U, 6, 6))
+        a[i, u, r, c] = 4.0 + float(torch.rand(1, generator=g))
+    a[0, 0, :2, :2] = 1.0                                               # ties at T: M is strict
+    thr = torch.ones(U)
+    S = label_size[0] * label_size[1]
+    lab = torch.randint(0, P + 1, (b, S), generator=g)                     # 0 = no label
+    L = torch.zeros(b, S, P + 1).scatter_(2, lab[..., None], 1.0)[:, :, 1:]
+    pres = torch.tensor([0, 2, 3, 5, 6, 8])
+    cat_b = torch.zeros(P, G)
+    cat_b[torch.arange(P), torch.tensor([0, 0, 1, 1, 2, 2])] = 1.0
+    active = (a.amax((2, 3)) > thr[None]).float().mean()
+    assert 0 < active < 0.5
+    out = []
+    for dense in (True, False):
+        t = {"inter": torch.zeros(U, 9, dtype=torch.float64), "act": torch.zeros(U, G, dtype=torch.float64),
+             "truth": torch.zeros(9, dtype=torch.float64), "pixels": torch.zeros(U, dtype=torch.float64)}
+        _tally_batch(a, thr, L, pres, cat_b, t, label_size, max_elements=50, dense=dense)  # tiny chunks
+        out.append(t)
+    for k in ("inter", "act", "pixels"):
+        assert torch.equal(out[0][k], out[1][k]), k
+    assert out[0]["pixels"].sum() > 0

@@ -559,7 +559,8 @@ class DissectionProbe(Probe):
 
 
 def _tally_batch(a: torch.Tensor, thr: torch.Tensor, L: torch.Tensor, pres: torch.Tensor, cat_b: torch.Tensor,
-                 t: dict[str, torch.Tensor], label_size: tuple[int, int], max_elements: int) -> None:
+                 t: dict[str, torch.Tensor], label_size: tuple[int, int], max_elements: int,
+                 dense: bool | None = None) -> None:
     """Add one batch's counts to the layer's tallies ``t``: ``a`` ``(b, U, h, w)`` maps of the
     shard's images, ``thr`` ``(U,)`` thresholds in ``a``'s dtype, ``L`` ``(b, S, P)`` labels
     of the ``P`` columns ``pres``, ``cat_b`` ``(P, G)`` their categories.
@@ -568,13 +569,14 @@ def _tally_batch(a: torch.Tensor, thr: torch.Tensor, L: torch.Tensor, pres: torc
     (NetDissect-Lite's skip; exact, since the resize never exceeds a map's maximum): about
     15 % of the pairs of a deep layer at the 0.005 quantile. On the CPU the active pairs are
     gathered (one image's active units times its labels per product); on a GPU the batch stays
-    dense (the skip as a mask) so that nothing waits for the host.
+    dense (the skip as a mask) so that nothing waits for the host. ``dense``: force either
+    path (None: by device); both give the same counts (tests/test_dissect_loader.py).
     """
     b, U = a.shape[:2]
     S = L.shape[1]
     dtype = L.dtype
     active = a.amax((2, 3)) > thr[None, :]                                # (b, U) NetDissect's skip
-    if a.device.type != "cpu":
+    if dense if dense is not None else a.device.type != "cpu":
         chunk = max(1, max_elements // max(1, b * S))
         for u0 in range(0, U, chunk):  # memory chunks of units, not one unit at a time
             u1 = min(U, u0 + chunk)
