@@ -18,10 +18,14 @@ _TV_INPUT = {"inception_v3": (3, 299, 299)}
 def advinterp_register_attacks(register):
     from .attacks.cw import CarliniL2
     from .attacks.ead import ElasticNet
+    from .attacks.fgsm import FGSM
+    from .attacks.ifgsm import IFGSM
     from .attacks.pgd import PGD
     from .attacks.str_attack import StrAttack
 
     register(PGD)
+    register(IFGSM)
+    register(FGSM)
     register(StrAttack)
     register(CarliniL2)
     register(ElasticNet)
