@@ -128,7 +128,12 @@ def test_analyzer_with_an_explainer_instance(toy):
     assert res.explainer == "test-mean" and res.model == model.name and res.attack == batch.attack
     row = res.rows()[0]
     assert set(row) >= {"attack", "model", "explainer", "is_x0_t0", "is_xadv_t"}
-    assert row["is_x0_t0"] == pytest.approx(float(np.nanmean(res.is_x0_t0)))
+    ok = np.ones(n, bool) if res.success is None else np.asarray(res.success, bool)
+    assert row["n_dropped"] == int((~ok).sum()) and row["n"] == int(ok.sum())   # successful pairs only
+    want = float(np.nanmean(res.is_x0_t0[ok])) if ok.any() else float("nan")
+    assert row["is_x0_t0"] == pytest.approx(want, nan_ok=True)
+    every = table2([res], success_only=False)[0]
+    assert every["n"] == n and every["is_x0_t0"] == pytest.approx(float(np.nanmean(res.is_x0_t0)))
     res.table()
 
 

@@ -267,14 +267,16 @@ def test_table1_equals_scipy_on_hand_data():
     ra = hand_result(d0a, dta, l2a, success=np.array([True, False]))
     rb = hand_result(d0b, dtb, l2b)
     other = hand_result(d0a, dta, l2a, attack="b")
-    rows = table1([ra, other, rb])
-    assert [(r["attack"], r["n"], r["n_valid"]) for r in rows] == [("a", 3, 2), ("b", 2, 2)]
+    rows = table1([ra, other, rb], success_only=False)
+    assert [(r["attack"], r["n"], r["n_valid"], r["n_dropped"]) for r in rows] == [("a", 3, 2, 0), ("b", 2, 2, 0)]
     for name, fn in (("pearson", stats.pearsonr), ("kendall", stats.kendalltau)):
         for key, vals in (("d0", d0a), ("dt", dta), ("s", np.add(d0a, dta))):
             expected = np.mean([fn(vals[i], l2a[i])[0] for i in range(2)])
             assert rows[0][f"{name}_{key}"] == pytest.approx(expected, rel=1e-12)
-    row_ok = table1([ra, rb], success_only=True)[0]
-    assert row_ok["n"] == 2 and row_ok["pearson_s"] == pytest.approx(stats.pearsonr(np.add(d0a, dta)[0], l2a[0])[0])
+    row_ok = table1([ra, rb])[0]  # the default (issue 13): the paper averages over adversarial examples
+    assert row_ok["n"] == 2 and row_ok["n_dropped"] == 1
+    assert row_ok["pearson_s"] == pytest.approx(stats.pearsonr(np.add(d0a, dta)[0], l2a[0])[0])
+    assert table1([ra, rb], success_only=True) == [row_ok]
     assert ra.rows() == table1([ra])
     with pytest.raises(ParameterError):
         table1([ra, "x"])

@@ -119,9 +119,10 @@ class InterpretabilityScore(Result):
 
     per_image = ("is_x0_t0", "is_xadv_t", "region_x0_t0", "region_xadv_t", "success")
 
-    def mean(self, which: str = "x0_t0", success_only: bool = False) -> float:
-        """Mean IS w.r.t. ``"x0_t0"`` or ``"xadv_t"`` over images with ``delta != 0``
-        (only the successful ones with ``success_only``)."""
+    def mean(self, which: str = "x0_t0", success_only: bool = True) -> float:
+        """Mean IS w.r.t. ``"x0_t0"`` or ``"xadv_t"`` over images with ``delta != 0``, of the
+        successful adversarial examples (``success_only``, default True as the paper; every
+        pair with ``success_only=False`` or when the result has no ``success``)."""
         if which not in ("x0_t0", "xadv_t"):
             raise ParameterError("InterpretabilityScore.mean", "which", which, "'x0_t0' or 'xadv_t'")
         v = np.asarray(getattr(self, f"is_{which}"), dtype=np.float64)
@@ -130,17 +131,17 @@ class InterpretabilityScore(Result):
         return _nanmean(v)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Table 2 view: one row (attack, model, explainer, mean IS w.r.t. (x0, t0) and (x', t))."""
-        valid = int(np.isfinite(np.asarray(self.is_x0_t0, dtype=np.float64)).sum())
-        return [{"attack": self.attack, "model": self.model, "explainer": self.explainer,
-                 "n": len(self.is_x0_t0), "n_valid": valid,
-                 "is_x0_t0": self.mean("x0_t0"), "is_xadv_t": self.mean("xadv_t")}]
+        """Table 2 view: one row (attack, model, explainer, mean IS w.r.t. (x0, t0) and (x', t))
+        over the successful pairs (:func:`table2`)."""
+        return table2([self])
 
 
-def table2(results: Sequence[InterpretabilityScore], success_only: bool = False) -> list[dict[str, Any]]:
+def table2(results: Sequence[InterpretabilityScore], success_only: bool = True) -> list[dict[str, Any]]:
     """Aggregate several results into Table 2 rows, one per (attack, model, explainer).
 
     Results with the same key (e.g. several batches of one attack) are pooled image-wise.
+    ``success_only`` (default True, the paper averages over adversarial examples) keeps the
+    pairs whose attack succeeded; ``n_dropped`` counts the failed ones left out.
     Rows keep the order in which keys first appear. Render with
     :func:`advinterp.results.format_table`.
     """
@@ -161,12 +162,14 @@ def table2(results: Sequence[InterpretabilityScore], success_only: bool = False)
             return np.concatenate(vals) if vals else np.zeros(0)
 
         a, b = pool("x0_t0"), pool("xadv_t")
-        rows.append({"attack": attack, "model": model, "explainer": explainer, "n": len(a),
+        dropped = sum(int((~np.asarray(r.success, dtype=bool)).sum()) for r in rs
+                      if success_only and r.success is not None)
+        rows.append({"attack": attack, "model": model, "explainer": explainer, "n": len(a), "n_dropped": dropped,
                      "n_valid": int(np.isfinite(a).sum()), "is_x0_t0": _nanmean(a), "is_xadv_t": _nanmean(b)})
     return rows
 
 
-def table2_text(results: Sequence[InterpretabilityScore], success_only: bool = False) -> str:
+def table2_text(results: Sequence[InterpretabilityScore], success_only: bool = True) -> str:
     """:func:`table2` as aligned text."""
     return format_table(table2(results, success_only))
 

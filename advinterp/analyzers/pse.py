@@ -416,15 +416,17 @@ class PSEResult(Result):
         return table1([self])
 
 
-def table1(results: Sequence[PSEResult], success_only: bool = False, strength: str = "l2") -> list[dict[str, Any]]:
+def table1(results: Sequence[PSEResult], success_only: bool = True, strength: str = "l2") -> list[dict[str, Any]]:
     """Table 1 rows: per (attack, model), the correlation between ``{d0_i}``, ``{dt_i}``,
     ``{s_i}`` and ``{||delta_Gi||_2}`` over the grids of each image, averaged over images
     (Pearson and Kendall's tau-b), and the mean category shares of the perturbed grids.
 
     Results with the same (attack, model) are pooled image-wise; images whose correlation
     is undefined (a constant side) are left out of that mean (``n_valid`` counts the images
-    with a defined Pearson correlation for ``s``). ``success_only`` keeps the successful
-    examples. Rows keep the order in which keys first appear; render with
+    with a defined Pearson correlation for ``s``). ``success_only`` (default True, the paper
+    averages over adversarial examples) keeps the pairs whose attack succeeded; ``n_dropped``
+    counts the failed ones left out (results without ``success`` keep every pair). Rows keep
+    the order in which keys first appear; render with
     :func:`advinterp.results.format_table` or :func:`table1_text`.
     """
     groups: dict[tuple[str, str], list[PSEResult]] = {}
@@ -435,10 +437,12 @@ def table1(results: Sequence[PSEResult], success_only: bool = False, strength: s
     rows = []
     for (attack, model), rs in groups.items():
         pooled: dict[str, list[np.ndarray]] = {}
+        dropped = 0
         for r in rs:
             keep = np.ones(r.n_images, dtype=bool)
             if success_only and r.success is not None:
                 keep = np.asarray(r.success, dtype=bool)
+                dropped += int((~keep).sum())
             for method in ("pearson", "kendall"):
                 c = r.correlations(method, strength)[keep]
                 for j, k in enumerate(_MEASURES):
@@ -446,7 +450,7 @@ def table1(results: Sequence[PSEResult], success_only: bool = False, strength: s
             for name, v in r.fractions().items():
                 pooled.setdefault(f"frac_{name}", []).append(v[keep])
         cat = {k: np.concatenate(v) for k, v in pooled.items()}
-        row: dict[str, Any] = {"attack": attack, "model": model, "n": len(cat["pearson_s"]),
+        row: dict[str, Any] = {"attack": attack, "model": model, "n": len(cat["pearson_s"]), "n_dropped": dropped,
                                "n_valid": int(np.isfinite(cat["pearson_s"]).sum()),
                                "grids": rs[0].n_grids}
         row.update({k: _nanmean(v) for k, v in cat.items()})
@@ -454,7 +458,7 @@ def table1(results: Sequence[PSEResult], success_only: bool = False, strength: s
     return rows
 
 
-def table1_text(results: Sequence[PSEResult], success_only: bool = False) -> str:
+def table1_text(results: Sequence[PSEResult], success_only: bool = True) -> str:
     """:func:`table1` as aligned text."""
     return format_table(table1(results, success_only))
 

@@ -54,6 +54,7 @@ def is_section(group: ReportGroup, run: Run) -> Section:
     return Section("Interpretability score of the perturbations (Table 2 view)", [
         "IS = ||B o delta||_2 / ||delta||_2, with B the pixels where the map is at least its 70% quantile: the share "
         "of the perturbation's energy inside the discriminative region w.r.t. (x0, t0) and (x', t); images with "
-        "delta = 0 are left out of the means (n_valid counts the others)."],
+        "delta = 0 are left out of the means (n_valid counts the others). Means are over the adversarial examples "
+        "(pairs whose attack succeeded, as the paper; n_dropped counts the failed pairs left out)."],
         tables=[("Interpretability score per attack and explainer (Table 2 view)", rows)],
         figures=[("Mean interpretability score per attack", fig)])
