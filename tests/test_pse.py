@@ -9,7 +9,7 @@ import advinterp
 from advinterp import AdversarialBatch, ModelAdapter, ParameterError
 from advinterp.ablation import ReferenceGridAblation, grid_boxes
 from advinterp.registry import get_ablation_backend
-from advinterp.analyzers.pse import (PSEAnalyzer, PSEResult, ablated_class_logits, default_grid_size, grid_norms,
+from advinterp.analyzers.pse import (PAPER_INPUT, PSEAnalyzer, PSEResult, ablated_class_logits, default_grid_size, grid_norms,
                                      psr_category, pse_grids, sensitivity, table1)
 from advinterp.testing import assert_model_unchanged
 
@@ -217,12 +217,17 @@ def test_bad_inputs_raise_parameter_errors():
         PSEAnalyzer(size=4).analyze(model, b, extra=1)
 
 
-def test_default_grid_size_scales_the_papers_13_on_224():
-    assert default_grid_size(224, 224) == 13 and default_grid_size(299, 299) == 17
-    assert default_grid_size(64, 64) == 4 and default_grid_size(16, 16) == 2 and default_grid_size(64, 128) == 4
+def test_default_grid_size_scales_the_papers_13_on_299():
+    """The paper's 13 px grid is on 299 px inputs (issue 13, item 4): its Table A1 l0 of
+    268,123 exceeds 224*224*3 = 150,528 but not 299*299*3 = 268,203. By hand: round(13 * s / 299)."""
+    assert PAPER_INPUT == 299 and 224 * 224 * 3 < 268123 <= 299 * 299 * 3
+    assert default_grid_size(299, 299) == 13 and default_grid_size(224, 224) == 10   # 9.73
+    assert default_grid_size(64, 64) == 3 and default_grid_size(64, 128) == 3         # 2.78
+    assert default_grid_size(16, 16) == 2 and default_grid_size(600, 400) == 17        # 0.70 -> 2; 17.39
     b = pse_grids(64, 64)
-    assert len(b) == 256 and (b[:, 2] - b[:, 0] == 4).all()
-    assert PSEAnalyzer().grids(224, 224)[0].tolist() == [0, 0, 13, 13]
+    # 21 windows of 3 px per side, plus one flush with the border (61..64): 22 x 22
+    assert len(b) == 22 * 22 and (b[:, 2] - b[:, 0] == 3).all() and b[:, 2].max() == 64
+    assert PSEAnalyzer().grids(299, 299)[0].tolist() == [0, 0, 13, 13]
 
 
 def test_psr_categories_and_thresholds():

@@ -37,7 +37,7 @@ def pse_section(group: ReportGroup, run: Run) -> Section:
             plot_psr_overlay(s.result, f_adv, idx, image=batch.x_adv, classes=run.classes), name)))
     res = first.result
     return Section("Promotion-suppression effect of grid perturbations (Figs. 2 and 4, Table 1)", [
-        f"Each image is cut into {res.n_grids} grids of {res.size}x{res.size} pixels (the paper's 13x13 on 224x224, "
+        f"Each image is cut into {res.n_grids} grids of {res.size}x{res.size} pixels (the paper's 13x13 on 299x299, "
         "scaled). For each grid, d0 is how much the true-class logit recovers and dt how much the target logit drops "
         "when the grid's perturbation is removed (floored at xi); s = d0 + dt, and the PSR r = log2(dt / d0) marks a "
         "grid suppression-dominated (r < -1, white), promotion-dominated (r > 1, black) or balanced (grey). Table 1 "
