@@ -405,13 +405,35 @@ def test_unit_sensitivity_equals_the_hand_computation():
         unit_sensitivity(model, th, x0, xa, layers=["nope"])
 
 
+def test_n_below_the_width_and_width_fractions_for_narrow_layers():
+    """Fig. 7a/7b on layers narrower than the paper's (issue 13, item 5), by hand."""
+    from advinterp_dissect.analysis import detector_top_n
+    from advinterp_dissect.significance import choose_ns
+
+    assert choose_ns((10, 20, 30, 50, 80, 100), 96)[0].tolist() == [10, 20, 30, 50, 80]
+    # 24 units: only 10 and 20 are below -> still two requested values
+    assert choose_ns((10, 20, 30, 50, 80, 100), 24) == (pytest.approx([10, 20]), "requested")
+    # 16 units: one requested value below the width -> fractions 0.1 .. 0.8 of 16 = 2, 3, 5, 8, 13
+    ns, rule = choose_ns((10, 20, 30, 50, 80, 100), 16)
+    assert ns.tolist() == [2, 3, 5, 8, 13] and rule == "fraction of width"
+    iou = np.linspace(0.0, 0.1, 16)
+    t = significance_test(iou, iou, n_draws=50)
+    assert t.ns.tolist() == [2, 3, 5, 8, 13] and t.rows()[0]["N from"] == "fraction of width"
+    assert (t.p_values < 1).all()
+    # Fig. 7b: top-100 of a 64-unit layer would be every unit -> a quarter of the width
+    assert detector_top_n(100, 512) == 100 and detector_top_n(100, 64) == 16 and detector_top_n(100, 100) == 25
+    with pytest.raises(ParameterError, match="at least 2 units"):
+        significance_test(np.array([0.1]), np.array([0.2]))
+
+
 def test_significance_small_for_interpretable_choices_and_uniform_for_random_ones():
     rng = np.random.default_rng(0)
     iou = rng.gamma(2.0, 0.01, size=100)
     # sensitivity ranking = IoU ranking: the top units are the most interpretable ones
     t = significance_test(iou, iou + 0.001 * rng.random(100), ns=(10, 20, 30, 50, 80, 100, 500), n_draws=2000)
-    assert t.ns.tolist() == [10, 20, 30, 50, 80, 100]               # clipped to the width, deduplicated
-    assert (t.p_values[:5] < 0.01).all() and t.p_values[-1] == 1.0  # N = U: every draw equals the statistic
+    # N >= U (100, 500) is dropped: N = U selects every unit, p = 1 by construction (issue 13, item 5)
+    assert t.ns.tolist() == [10, 20, 30, 50, 80] and t.ns_rule == "requested"
+    assert (t.p_values < 0.01).all() and {r["N from"] for r in t.rows()} == {"requested"}
     assert t.p_values.min() == pytest.approx(1 / 2001)
     # random sensitivities: p-values are (super-)uniform
     ps = np.array([significance_test(iou, rng.random(100), ns=(10,), n_draws=200, seed=s).p_values[0]
@@ -441,10 +463,12 @@ def test_sensitivity_analysis_views_figures_and_report(world_dissection, synthet
     assert res.success_rate > 0.5
     for name, ls in res.layers.items():
         assert ls.sensitivity.shape == (world_dissection[name].units,) and (ls.sensitivity >= 0).all()
-        assert ls.detector_n == min(100, world_dissection[name].units)
+        U = world_dissection[name].units
+        assert ls.detector_n == (100 if U > 100 else U // 4) < U          # never every unit (issue 13)
         assert sum(ls.detector_counts.values()) <= ls.detector_n
     assert {r["layer"] for r in res.rows()} == set(LAYERS)
-    assert [r["N"] for r in res.rows() if r["layer"] == "layer1"] == [10, 20, world_dissection["layer1"].units]
+    assert [r["N"] for r in res.rows() if r["layer"] == "layer1"] == [10, 20]  # N < U = 24 only
+    assert all(r["N"] < world_dissection[r["layer"]].units for r in res.rows())
     back = SensitivityAnalysis.load(res.save(tmp_path / "s.pt"))
     np.testing.assert_array_equal(back["layer4"].sensitivity, res["layer4"].sensitivity)
     # the same with given pairs (any attack) and as the registered analyzer

@@ -28,7 +28,7 @@ from .probe import DissectionProbe
 from .sensitivity import unit_sensitivity
 from .significance import DEFAULT_NS, SignificanceTest, significance_test, top_sensitive
 
-__all__ = ["LayerSensitivity", "SensitivityAnalysis", "sensitivity_analysis", "UnitSensitivityAnalyzer",
+__all__ = ["LayerSensitivity", "SensitivityAnalysis", "sensitivity_analysis", "UnitSensitivityAnalyzer", "detector_top_n",
            "default_attack"]
 
 
@@ -43,7 +43,8 @@ class LayerSensitivity:
         best_label, best_category: ``U`` names of each unit's top concept.
         best_iou: ``(U,)`` its IoU.
         test: the :class:`~advinterp_dissect.significance.SignificanceTest`.
-        detector_n: the N of the detector counts (``min(detector_n, U)``).
+        detector_n: the N of the detector counts (:func:`detector_top_n`: ``detector_n``
+            when below the width, else a quarter of the width).
         detector_counts: ``{category: detectors among the top detector_n sensitive units}``.
         all_detector_counts: ``{category: detectors among all units}``.
     """
@@ -109,6 +110,13 @@ def default_attack() -> Attack:
     return get_attack("pgd", eps=8 / 255, eps_step=2 / 255, max_iter=10, num_random_init=1, seed=0)
 
 
+def detector_top_n(detector_n: int, units: int) -> int:
+    """The N of Fig. 7b's "detectors among the top-N sensitive units" on a layer of ``units``
+    units: ``detector_n`` when it is below the width; otherwise (a layer narrower than the
+    paper's, where top-N would select every unit) ``max(1, units // 4)``."""
+    return int(detector_n) if int(detector_n) < units else max(1, units // 4)
+
+
 def _analyze_layers(model, dissection: Dissection, batch: AdversarialBatch, layers, ns, n_draws, seed, detector_n,
                     iou_threshold, size, batch_size) -> SensitivityAnalysis:
     names = list(dissection.layers) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
@@ -124,7 +132,7 @@ def _analyze_layers(model, dissection: Dissection, batch: AdversarialBatch, laye
         col, cat, score = ld.best()
         uiou = ld.unit_iou()
         test = significance_test(uiou, v[name], ns=ns, n_draws=n_draws, seed=seed)
-        n = min(int(detector_n), ld.units)
+        n = detector_top_n(detector_n, ld.units)
         out[name] = LayerSensitivity(
             layer=name, sensitivity=v[name], unit_iou=uiou,
             best_label=tuple(ld.vocabulary.names[c] for c in col),

@@ -11,7 +11,10 @@ drawn uniformly at random (without replacement) reach at least that sum, estimat
 which is a valid p-value (never below ``1 / (1 + n_draws)``; uniform or conservative under
 the null hypothesis that the ranking by ``v`` is unrelated to ``IoU``). The draws for all
 ``N`` share the same random permutations (``N`` units = the first ``N`` of a permutation).
-``N`` is clipped to the layer width; ``N = U`` always gives ``p = 1``.
+``N = U`` selects every unit and gives ``p = 1`` by construction, so only ``N < U`` is
+tested (:func:`choose_ns`): the requested ``N`` below the layer width, or -- when fewer than
+two of them are (a layer narrower than the paper's) -- the fractions :data:`WIDTH_FRACTIONS`
+of the width, and the result says which (``ns_rule``).
 
 Example::
 
@@ -28,16 +31,30 @@ import torch
 
 from advinterp.api import ParameterError
 
-__all__ = ["SignificanceTest", "significance_test", "top_sensitive", "DEFAULT_NS"]
+__all__ = ["SignificanceTest", "significance_test", "top_sensitive", "DEFAULT_NS", "WIDTH_FRACTIONS", "choose_ns"]
 
 #: The paper's N values (Fig. 7a).
 DEFAULT_NS: tuple[int, ...] = (10, 20, 30, 50, 80, 100)
+#: N as fractions of the layer width, for layers too narrow for the requested N.
+WIDTH_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.8)
+
+
+def choose_ns(ns: Sequence[int], units: int) -> tuple[np.ndarray, str]:
+    """The N values tested on a layer of ``units`` units and how they were chosen: the
+    requested ``ns`` below the width (``"requested"``), or, when fewer than two of them are,
+    ``round(f * units)`` for ``f`` in :data:`WIDTH_FRACTIONS`, kept in ``[1, units - 1]``
+    (``"fraction of width"``). ``N >= units`` is never tested (``p = 1`` by construction)."""
+    kept = sorted({int(n) for n in ns if int(n) < units})
+    if len(kept) >= 2 or units < 3:
+        return np.array(kept, dtype=np.int64), "requested"
+    frac = sorted({min(units - 1, max(1, int(round(f * units)))) for f in WIDTH_FRACTIONS})
+    return np.array(frac, dtype=np.int64), "fraction of width"
 
 
 @dataclass(frozen=True)
 class SignificanceTest:
     """Attributes:
-        ns: ``(M,)`` int64 the N values tested (clipped to the layer width, deduplicated).
+        ns: ``(M,)`` int64 the N values tested (:func:`choose_ns`: all below the width).
         statistics: ``(M,)`` sum of ``IoU(k)`` over the top-N sensitive units.
         p_values: ``(M,)`` Monte-Carlo p-values.
         null_mean, null_std: ``(M,)`` mean and std of the sum over N random units.
@@ -52,11 +69,12 @@ class SignificanceTest:
     null_std: np.ndarray
     n_draws: int
     seed: int
+    ns_rule: str = "requested"
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"N": int(n), "sum_iou_top": float(s), "null_mean": float(m), "null_std": float(sd),
-                 "p_value": float(p)} for n, s, m, sd, p in zip(self.ns, self.statistics, self.null_mean,
-                                                                 self.null_std, self.p_values)]
+        return [{"N": int(n), "N from": self.ns_rule, "sum_iou_top": float(s), "null_mean": float(m),
+                 "null_std": float(sd), "p_value": float(p)}
+                for n, s, m, sd, p in zip(self.ns, self.statistics, self.null_mean, self.null_std, self.p_values)]
 
 
 def top_sensitive(sensitivity: Any, n: int) -> np.ndarray:
@@ -97,7 +115,9 @@ def significance_test(unit_iou: Any, sensitivity: Any, ns: Sequence[int] = DEFAU
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(owner, "seed", seed, "a non-negative integer")
     U = len(iou)
-    clipped = np.array(sorted({min(int(n), U) for n in ns}), dtype=np.int64)
+    clipped, rule = choose_ns(ns, U)
+    if not len(clipped):
+        raise ParameterError(owner, "unit_iou", unit_iou, "a layer of at least 2 units (N < U is tested)")
     order = top_sensitive(v, U)
     stats = np.cumsum(iou[order])[clipped - 1]
 
@@ -113,4 +133,4 @@ def significance_test(unit_iou: Any, sensitivity: Any, ns: Sequence[int] = DEFAU
     tol = 1e-12 * np.maximum(1.0, np.abs(stats))                 # the same set summed in another order
     p = (1.0 + (null >= stats[None, :] - tol[None, :]).sum(0)) / (1.0 + n_draws)
     return SignificanceTest(ns=clipped, statistics=stats, p_values=p, null_mean=null.mean(0),
-                            null_std=null.std(0), n_draws=int(n_draws), seed=int(seed))
+                            null_std=null.std(0), n_draws=int(n_draws), seed=int(seed), ns_rule=rule)
