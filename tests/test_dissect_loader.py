@@ -564,3 +564,26 @@ def test_dense_and_gathered_tallies_count_the_same(label_size):
     for k in ("inter", "act", "pixels"):
         assert torch.equal(out[0][k], out[1][k]), k
     assert out[0]["pixels"].sum() > 0
+
+
+def test_batches_of_different_image_sizes_are_not_cached_wrongly(tmp_path):
+    """Item 0 fixes the cache's map shapes; a later global batch of another image size gives
+    maps of another size: the cache is given up (results equal to no cache), an explicit
+    save_activations refuses with the fix, and ActivationFiles.write checks shapes."""
+    root = tmp_path / "mixed"
+    export_broden(root, SyntheticWorld(size=32), n=4, split="val")
+    first = (root / "index.csv").read_text().splitlines()
+    export_broden(root, SyntheticWorld(size=24), n=4, split="val", start=4)   # rewrites index.csv
+    second = (root / "index.csv").read_text().splitlines()
+    (root / "index.csv").write_text("\n".join(first + second[1:]) + "\n")
+    model = advinterp.get_model("synthetic-cnn")
+    kw = dict(batch_size=4, workers=0, progress=False)
+    plain = dissect(model, root, ["layer4"], cache=False, **kw)["layer4"]
+    cached = dissect(model, root, ["layer4"], **kw)["layer4"]
+    np.testing.assert_array_equal(cached.intersection, plain.intersection)
+    np.testing.assert_array_equal(cached.unit_pixels, plain.unit_pixels)
+    with pytest.raises(ParameterError, match="resolution="):
+        dissect(model, root, ["layer4"], save_activations=tmp_path / "acts", **kw)
+    files = ActivationFiles.create(tmp_path / "a", {"l": (2, 3, 3)}, 4, torch.float32)
+    with pytest.raises(ParameterError, match=r"2 maps of shape \(2, 3, 3\)"):
+        files.write("l", [0, 1], torch.zeros(2, 2, 4, 4))

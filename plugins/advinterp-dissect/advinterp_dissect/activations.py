@@ -102,6 +102,11 @@ class ActivationFiles:
 
     def write(self, layer: str, rows: Sequence[int], maps: torch.Tensor) -> None:
         """Write ``maps`` ``(len(rows), U, h, w)`` as rows ``rows`` (item indices) of ``layer``."""
+        if tuple(maps.shape[1:]) != self.shapes[layer] or len(maps) != len(rows):
+            raise ParameterError("ActivationFiles.write", "maps", maps,
+                                 f"{len(rows)} maps of shape {self.shapes[layer]} for layer {layer!r}",
+                                 "Images of different sizes give maps of different sizes; open the Broden "
+                                 "dataset with resolution= to give them one.")
         arr = np.ascontiguousarray(maps.detach().cpu().numpy(), dtype=self.dtype)
         rb = self._row_bytes(layer)
         path = self.folder / f"{_safe(layer)}.npy"

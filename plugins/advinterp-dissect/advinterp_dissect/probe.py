@@ -400,7 +400,8 @@ class DissectionProbe(Probe):
             groups.setdefault(i // bs, []).append(i)
         if not state.store_ready:
             for t, acts, rows, extra in self._forward(model, src, indices, state, step, labels):
-                if state.store is not None and step == 2:  # thresholds given: save_activations is written here
+                if state.store is not None and not state.store_optional and step == 2:
+                    # save_activations with given thresholds (no pass 0): the files are written here
                     for name, a in acts.items():
                         state.store.write(name, groups[t], a[rows])
                 yield t, acts, rows, extra
@@ -454,6 +455,9 @@ class DissectionProbe(Probe):
         for t, acts, rows, own in self._forward(model, src, indices, state, 0, own=True):
             compute += time.perf_counter() - clock
             batches.append(t)
+            if storing and state.store_optional and any(
+                    tuple(a.shape[1:]) != state.store.shapes[name] for name, a in acts.items()):
+                storing = False  # images of another size than item 0: the cache cannot hold them
             if storing:
                 w0 = time.perf_counter()
                 for name, a in acts.items():
