@@ -414,3 +414,11 @@ def test_region_keeps_ties_at_nu_by_hand():
     assert discriminative_region(m, 0.6).flatten().sum().item() == 5
     # nu strictly between values (position 7.2: 2 + 0.2): only the 3s
     assert discriminative_region(m, 0.8).flatten().tolist() == [False] * 8 + [True, True]
+
+
+def test_table2_standard_errors(toy):
+    model, batch = toy
+    res = advinterp.get_analyzer("is").analyze(model, batch, explainer=MeanExplainer())
+    row = table2([res], success_only=False)[0]
+    v = res.is_x0_t0[np.isfinite(res.is_x0_t0)]
+    assert row["se_is_x0_t0"] == pytest.approx(np.std(v, ddof=1) / np.sqrt(len(v)), rel=1e-12)

@@ -281,8 +281,8 @@ def test_table1_equals_scipy_on_hand_data():
     row_ok = table1([ra, rb])[0]  # the default (issue 13): the paper averages over adversarial examples
     assert row_ok["n"] == 2 and row_ok["n_dropped"] == 1
     assert row_ok["pearson_s"] == pytest.approx(stats.pearsonr(np.add(d0a, dta)[0], l2a[0])[0])
-    assert table1([ra, rb], success_only=True) == [row_ok]
-    assert ra.rows() == table1([ra])
+    np.testing.assert_equal(table1([ra, rb], success_only=True), [row_ok])  # NaN-aware
+    np.testing.assert_equal(ra.rows(), table1([ra]))
     with pytest.raises(ParameterError):
         table1([ra, "x"])
 
@@ -432,3 +432,19 @@ def test_psr_thresholds_are_strict_at_exactly_minus_one_and_one():
     _, _, _, r3 = sensitivity(np.array([[[5.0, 2.0], [3.0, 3.0]]]), np.array([[1.0, 4.0]]), xi=1e-6)
     assert r3.tolist() == [[-1.0, -1.0]]        # (d0, dt) = (4, 2) and (2, 1)
     assert psr_category(r2).tolist() == [[0, 0]] and psr_category(r3).tolist() == [[0, 0]]
+
+
+def test_table1_standard_errors_by_hand():
+    """se_<column> = std(ddof=1) / sqrt(n) of the per-image correlations (issue 13: gaps are
+    reported with their standard error); undefined correlations are left out."""
+    from advinterp.stats import nanmean, standard_error
+
+    assert standard_error([1.0, 3.0]) == pytest.approx(1.0)            # std 1.414 / sqrt 2
+    assert standard_error([1.0, np.nan, 3.0, np.inf]) == pytest.approx(1.0)
+    assert np.isnan(standard_error([2.0])) and np.isnan(nanmean([np.nan]))
+    d0, dt, l2 = [[1, 2, 3, 4], [4, 1, 2, 2], [1, 1, 2, 1]], [[1, 1, 2, 5], [1, 3, 3, 1], [2, 1, 1, 1]], \
+        [[1, 2, 2.5, 4], [2, 2, 1, 3], [1, 3, 1, 2]]
+    row = table1([hand_result(d0, dt, l2)])[0]
+    per_image = [stats.pearsonr(np.add(d0, dt)[i], l2[i])[0] for i in range(3)]
+    assert row["se_pearson_s"] == pytest.approx(np.std(per_image, ddof=1) / np.sqrt(3), rel=1e-12)
+    assert "se_frac_promotion" not in row

@@ -31,6 +31,7 @@ from ..components import Analyzer, Explainer, check_mask
 from ..data import PairMaps
 from ..exceptions import ParameterError
 from ..params import Param
+from ..stats import nanmean as _nanmean, standard_error
 from ..results import Result, format_table
 
 __all__ = ["InterpretabilityScore", "InterpretabilityScoreAnalyzer", "interpretability_score",
@@ -87,12 +88,6 @@ def interpretability_score(region: Any, delta: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- result
-def _nanmean(v: np.ndarray) -> float:
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
 @dataclass(frozen=True)
 class InterpretabilityScore(Result):
     """IS per image of one attack on one model with one explainer (Table 2 of the PSE paper).
@@ -141,7 +136,8 @@ def table2(results: Sequence[InterpretabilityScore], success_only: bool = True) 
 
     Results with the same key (e.g. several batches of one attack) are pooled image-wise.
     ``success_only`` (default True, the paper averages over adversarial examples) keeps the
-    pairs whose attack succeeded; ``n_dropped`` counts the failed ones left out.
+    pairs whose attack succeeded; ``n_dropped`` counts the failed ones left out. ``se_is_*``:
+    the standard error of each mean over images (:func:`advinterp.stats.standard_error`).
     Rows keep the order in which keys first appear. Render with
     :func:`advinterp.results.format_table`.
     """
@@ -165,7 +161,8 @@ def table2(results: Sequence[InterpretabilityScore], success_only: bool = True) 
         dropped = sum(int((~np.asarray(r.success, dtype=bool)).sum()) for r in rs
                       if success_only and r.success is not None)
         rows.append({"attack": attack, "model": model, "explainer": explainer, "n": len(a), "n_dropped": dropped,
-                     "n_valid": int(np.isfinite(a).sum()), "is_x0_t0": _nanmean(a), "is_xadv_t": _nanmean(b)})
+                     "n_valid": int(np.isfinite(a).sum()), "is_x0_t0": _nanmean(a), "is_xadv_t": _nanmean(b),
+                     "se_is_x0_t0": standard_error(a), "se_is_xadv_t": standard_error(b)})
     return rows
 
 

@@ -43,6 +43,7 @@ from ..components import Analyzer, check_labels
 from ..exceptions import ParameterError
 from ..params import Param
 from ..progress import progress_bar
+from ..stats import nanmean as _nanmean, standard_error
 from ..results import Result, format_table
 
 __all__ = ["PSEResult", "PSEAnalyzer", "default_grid_size", "pse_grids", "ablated_class_logits",
@@ -250,12 +251,6 @@ def grid_correlations(values: Any, strength: Any, method: str = "pearson") -> np
 
 
 # ---------------------------------------------------------------------------- result
-def _nanmean(v: Any) -> float:
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
 _MEASURES = ("d0", "dt", "s")
 
 
@@ -426,7 +421,8 @@ def table1(results: Sequence[PSEResult], success_only: bool = True, strength: st
 
     Results with the same (attack, model) are pooled image-wise; images whose correlation
     is undefined (a constant side) are left out of that mean (``n_valid`` counts the images
-    with a defined Pearson correlation for ``s``). ``success_only`` (default True, the paper
+    with a defined Pearson correlation for ``s``); each mean correlation has its standard error
+    over images, ``se_<column>`` (:func:`advinterp.stats.standard_error`). ``success_only`` (default True, the paper
     averages over adversarial examples) keeps the pairs whose attack succeeded; ``n_dropped``
     counts the failed ones left out (results without ``success`` keep every pair). Rows keep
     the order in which keys first appear; render with
@@ -457,6 +453,8 @@ def table1(results: Sequence[PSEResult], success_only: bool = True, strength: st
                                "n_valid": int(np.isfinite(cat["pearson_s"]).sum()),
                                "grids": rs[0].n_grids}
         row.update({k: _nanmean(v) for k, v in cat.items()})
+        # the standard error of each mean correlation over images: is a gap between rows noise?
+        row.update({f"se_{k}": standard_error(v) for k, v in cat.items() if not k.startswith("frac_")})
         rows.append(row)
     return rows
 
