@@ -3,8 +3,6 @@ resizes them -- ``scipy.misc.imresize(mode='F')``, i.e. PIL's bilinear ``resize`
 directions, and the IoUs follow when a map is *larger* than its labels."""
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +14,7 @@ from advinterp_dissect import dissect
 from advinterp_dissect.reference import dissect_reference
 from advinterp_dissect.resize import resize_maps
 
-from test_dissect import _PixelNet  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_dissect import _PixelNet, _write_csv  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def _pil(a: np.ndarray, size) -> np.ndarray:
@@ -52,13 +50,6 @@ def test_shrinking_is_not_plain_bilinear():
 
 
 # ---------------------------------------------------------------------------- a map larger than its labels
-def _write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def _large_map_broden(root):
     """One 8x8 image, labels at 4x4 (the map of a 1x1 conv is twice the label size).
 
