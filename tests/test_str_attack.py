@@ -229,7 +229,9 @@ def test_bad_parameters_for_the_image(setting, kwargs, name):
 def test_registered():
     assert isinstance(advinterp.get_attack("str"), StrAttack)
     assert StrAttack.supports_mask and StrAttack().targeted
-    assert math.isclose(StrAttack().confidence, 1.0)
+    # the authors' defaults (KaidiXu/StrAttack, l2_LADMMST_attack_v3.py; issue 13, item 6)
+    p = StrAttack().get_params()
+    assert (p["rho"], p["gamma"], p["eta0"], p["confidence"], p["retrain"], p["tau"]) == (15.0, 2.0, 5.0, 0.0, True, None)
 
 
 # ------------------------------------------------------------------ ADMM iterations by hand (issue 11)
@@ -355,3 +357,17 @@ def test_admm_iterations_by_hand_on_a_linear_model(stride):
         nontrivial["group_off"] |= any(not yi.any() for yi in second["y"])
         nontrivial["group_on"] |= any(yi.any() for yi in second["y"])
     assert all(nontrivial.values()), nontrivial
+
+
+def test_tau_none_is_the_authors_size_independent_threshold(setting):
+    """tau=None: a group is switched off below ||delta_G||_2 = 3 / rho whatever its size (the
+    authors' code); with equal-size groups that is tau = 3 / sqrt|G| exactly."""
+    model, x, y, t = setting
+    x, y, t = x[:3], y[:3], t[:3]
+    kw = dict(max_iter=40, binary_search_steps=2, group_size=4, retrain=False)
+    a = StrAttack(**kw).generate(model, x, y, t)
+    assert a.success.any()
+    b = StrAttack(tau=3.0 / math.sqrt(3 * 4 * 4), **kw).generate(model, x, y, t)
+    assert torch.equal(a.x_adv, b.x_adv)
+    c = StrAttack(tau=3.0 / math.sqrt(3 * 4 * 4) * 0.2, **kw).generate(model, x, y, t)   # a weaker penalty
+    assert not torch.equal(a.x_adv, c.x_adv)
