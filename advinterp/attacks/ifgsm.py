@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..components import Attack
-from ..params import Param
-from .guards import linf_eps_param, needs_grad
+from .guards import needs_grad
+from .pgd import PGD
 from .pgd_core import pgd_linf
 
 
@@ -21,12 +21,8 @@ class IFGSM(Attack):
     """
 
     name = "ifgsm"
-    params = {
-        "eps": linf_eps_param(0.3, doc="l_inf bound in pixel units, at most 1 (8/255 for a 0-255 budget of 8)"),
-        "eps_step": Param.number(0.1, low=0.0, low_open=True, doc="step size"),
-        "max_iter": Param.integer(100, low=0, doc="number of steps"),
-        "targeted": Param.boolean(False),
-    }
+    # PGD's parameters without its random start (IFGSM starts from the clean image)
+    params = {k: PGD.params[k] for k in ("eps", "eps_step", "max_iter", "targeted")}
     conformance_params = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 3}
 
     @needs_grad

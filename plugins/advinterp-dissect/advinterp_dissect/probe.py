@@ -49,8 +49,8 @@ from advinterp.api import (AdvinterpError, ModelAdapter, Param, ParameterError, 
                            check_context, progress_bar)
 from advinterp.datasets.broden import BrodenDataset, export_broden
 
-from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _spatial, _vocabulary, open_broden,
-                         threshold_as)
+from .dissection import (Dissection, LayerDissection, Vocabulary, _check_layers, _spatial, _vocabulary,
+                         images_to_tensor, open_broden, threshold_as)
 from .activations import ActivationFiles
 from .loader import batch_loader, label_tensor
 from .quantile import GridSchedule, QuantileState, StreamingQuantile
@@ -327,8 +327,7 @@ class DissectionProbe(Probe):
         everything) and the files fit :data:`~advinterp_dissect.activations.CACHE_BYTES`."""
         if src.save_activations is None and (src.cache is False or src.thresholds is not None):
             return None
-        x0 = torch.from_numpy(np.array(src.image(0), copy=True))[None].permute(0, 3, 1, 2)
-        acts = model.activations(x0.to(model.device, model.dtype).div_(255.0), layers)
+        acts = model.activations(images_to_tensor(src.image(0)[None], model.device, model.dtype), layers)
         shapes = {name: tuple(_spatial(acts, name, model).shape[1:]) for name in layers}
         meta = {"dataset": src.name, "model": model.name, "n": plan.n}
         if src.save_activations is not None:

@@ -142,11 +142,7 @@ class StreamingQuantile:
     def range_of(values: torch.Tensor, owner: str = "StreamingQuantile") -> tuple[torch.Tensor, torch.Tensor]:
         """``(min, max)`` float64 per row of ``values`` ``(units, n)``; ParameterError when
         not finite (NaN propagates to both)."""
-        vmin, vmax = values.amin(1).double(), values.amax(1).double()
-        if not bool(torch.isfinite(vmin).all() and torch.isfinite(vmax).all()):
-            raise ParameterError(owner, "values", values, "finite values",
-                                 "The model produced NaN or inf activations.")
-        return vmin, vmax
+        return StreamingQuantile.range_of_maps(values.t(), owner)
 
     def extend(self, vmin: torch.Tensor, vmax: torch.Tensor) -> list[Doubling]:
         """Make every unit's histogram cover ``[vmin, vmax]`` (``(units,)`` float64, finite):
@@ -201,22 +197,7 @@ class StreamingQuantile:
         return self._add(v, vmin, vmax)
 
     def _add(self, v: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> "StreamingQuantile":
-        at_min = (v == vmin.to(v.dtype)[:, None]).sum(1)
-        self.n_min = torch.where(vmin < self.min, at_min,
-                                 torch.where(vmin == self.min, self.n_min + at_min, self.n_min))
-        self.min = torch.minimum(self.min, vmin)
-        self.max = torch.maximum(self.max, vmax)
-        offs = (torch.arange(self.units, device=self.device) * self.bins)[:, None]
-        lo, inv = self.lo[:, None], 1.0 / self.width[:, None]
-        step = max(1, _CHUNK // self.units)
-        flat = self.counts.view(-1)
-        for s in range(0, v.shape[1], step):
-            # bin index in float64 (exact enough that a value lands in its own bin)
-            # clamp, then truncate: the floor on [0, bins - 1] in one pass less
-            idx = v[:, s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).long().add_(offs)
-            flat += torch.bincount(idx.reshape(-1), minlength=self.units * self.bins)
-        self.count += int(v.shape[1])
-        return self
+        return self._count(v.t(), vmin, vmax)  # (units, n) values are (n, units) maps
 
     # ------------------------------------------------------------------ (B, U, ...) maps
     @staticmethod
@@ -243,6 +224,11 @@ class StreamingQuantile:
             return self
         if vmin is None or vmax is None:
             vmin, vmax = self.range_of_maps(a, "StreamingQuantile.add_maps")
+        return self._count(a, vmin, vmax)
+
+    def _count(self, a: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> "StreamingQuantile":
+        """Count maps ``a`` ``(B, U, ...)`` (unit ``k``'s values ``a[:, k]``) of range
+        ``vmin``/``vmax`` on the current grid: the minimum's count, min/max, histogram."""
         shape = [1, self.units] + [1] * (a.ndim - 2)
         dims = [0] + list(range(2, a.ndim))
         at_min = (a == vmin.to(a.device, a.dtype).view(shape)).sum(dims)
@@ -256,6 +242,8 @@ class StreamingQuantile:
         step = max(1, _CHUNK // per_item)
         flat = self.counts.view(-1)
         for s in range(0, a.shape[0], step):
+            # bin index in float64 (exact enough that a value lands in its own bin); clamp, then
+            # truncate: the floor on [0, bins - 1] in one pass less
             idx = a[s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).long().add_(offs)
             flat += torch.bincount(idx.reshape(-1), minlength=self.units * self.bins)
         self.count += a.shape[0] * (per_item // self.units)
