@@ -371,3 +371,36 @@ def test_broden_folder_data_feeds_the_dissection_probe_in_shards(tmp_path):
                    batch_size=2).layers["layer2"]
     np.testing.assert_array_equal(got.thresholds, want.thresholds)
     np.testing.assert_array_equal(got.intersection, want.intersection)
+
+
+def test_source_attacks_only_the_images_of_one_class(tmp_path):
+    """``source = K``: the step attacks the first ``n`` images (from ``start``) whose label is
+    ``K``, in data order; the same examples as attacking those indices from Python."""
+    text = _text().replace('id = "attack"\n', 'id = "attack"\nsource = 2\nstart = 1\nn = 3\n', 1)
+    run, _ = _run(tmp_path, text)
+    ds = study_fixtures.toy_dataset()
+    of_class = [i for i in range(len(ds.y)) if int(ds.y[i]) == 2]
+    assert len(of_class) >= 4  # the fixture has enough images of class 2 for the selection to matter
+    got = run.steps["attack"].result
+    assert torch.equal(got.x0, ds.x[of_class[1:4]]) and torch.equal(got.y_true, torch.full((3,), 2))
+    model = study_fixtures.counting_toy()
+    t = advinterp.random_targets(got.y_true, 4, torch.Generator().manual_seed(0))
+    ref = advinterp.get_attack("pgd", targeted=True, eps=0.0627, eps_step=0.0157, max_iter=5,
+                               num_random_init=0).generate(model, ds.x[of_class[1:4]], got.y_true, t)
+    assert torch.equal(got.x_adv, ref.x_adv)
+    # a source that no image has, or that is not a class of the model, is an error naming it
+    for bad, msg in ((3, "no item of data"), (9, "not a class of its model")):
+        if bad == 3 and any(int(c) == 3 for c in ds.y):
+            continue
+        with pytest.raises(advinterp.AdvinterpError, match=msg):
+            _run(tmp_path, text.replace("source = 2", f"source = {bad}"), name=f"bad{bad}")
+
+
+def test_source_must_be_a_class_index_and_only_on_attacks(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(_text().replace('id = "attack"\n', 'id = "attack"\nsource = "cat"\n', 1))
+    with pytest.raises(StudyError, match=r"steps\[0\].source: 'cat' is invalid; expected a class index"):
+        Study.from_file(path).check()
+    path.write_text(_text().replace('id = "metrics"\n', 'id = "metrics"\nsource = 1\n', 1))
+    with pytest.raises(StudyError, match=r"source applies to attack steps only"):
+        Study.from_file(path).check()

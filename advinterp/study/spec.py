@@ -54,7 +54,7 @@ STEP_KINDS: tuple[str, ...] = ("attack", "explainer", "analyzer", "probe")
 _DATA_KINDS = ("dataset", "folder", "broden", "pairs")
 _TOP_KEYS = {"title", "seed", "shard_size", "vars", "models", "data", "steps", "description"}
 _STEP_KEYS = {"id", "params", "model", "data", "batch", "start", "n", "context", "report", "matrix", "targets",
-              "seed", "shard_size", "labels", *STEP_KINDS}
+              "seed", "shard_size", "labels", "source", *STEP_KINDS}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: Parameter names holding file paths, resolved against the study file's folder.
 PATH_KEYS = ("weights", "path", "root", "broden")
@@ -106,6 +106,7 @@ class StepSpec:
     shard_size: int
     labels: str
     where: str
+    source: int | None = None
     table: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -405,7 +406,7 @@ def _step(ctx: _Ctx, w: tuple, t: dict, seed: int, shard_size: int) -> StepSpec:
         raise ctx.error(w + ("context", "batch"), "'batch' is the step's own batch = \"...\" key, not a context "
                         "keyword.", "Move it out of context.")
     if kind != "attack":
-        for key in ("targets", "labels"):
+        for key in ("targets", "labels", "source"):
             if key in t:
                 raise ctx.error(w + (key,), f"{key} applies to attack steps only ({sid!r} is {article} {kind} step).")
     refs = {}
@@ -421,6 +422,10 @@ def _step(ctx: _Ctx, w: tuple, t: dict, seed: int, shard_size: int) -> StepSpec:
     if labels not in ("data", "predicted"):
         raise ctx.error(w + ("labels",), f"{labels!r} is invalid; expected \"data\" (the dataset's labels) or "
                         "\"predicted\" (the model's predictions on the clean images).")
+    source = t.get("source")
+    if source is not None and not (isinstance(source, int) and not isinstance(source, bool) and source >= 0):
+        raise ctx.error(w + ("source",), f"{source!r} is invalid; expected a class index >= 0 (attack only the "
+                        "images of that class, e.g. source = 3), or leave it out for every image.")
     return StepSpec(
         id=sid, kind=kind, component=comp, params=dict(_table(ctx, w + ("params",), t.get("params"))),
         model=t.get("model"), data=t.get("data"), batch=t.get("batch"),
@@ -428,7 +433,7 @@ def _step(ctx: _Ctx, w: tuple, t: dict, seed: int, shard_size: int) -> StepSpec:
         context=refs["context"], report=refs["report"], targets=targets,
         seed=_int(ctx, w + ("seed",), t.get("seed", seed), 0),
         shard_size=_int(ctx, w + ("shard_size",), t.get("shard_size", shard_size), 1), labels=labels,
-        where=".".join(map(str, w)), table=t)
+        where=".".join(map(str, w)), table=t, source=source)
 
 
 def _where_of(step: StepSpec) -> tuple:

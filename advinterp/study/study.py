@@ -305,8 +305,27 @@ class Study:
             }
             if s.kind == "attack":
                 material.update(targets=s.targets, labels=s.labels)
+                if s.source is not None:
+                    material.update(source=s.source)
             keys[s.id] = _digest(material)
         return keys
+
+    def _of_class(self, s: StepSpec, model: Any, data: Any) -> list[int]:
+        """The items of ``data`` whose label (the model's prediction with ``labels =
+        "predicted"``) is the step's ``source`` class, in order."""
+        if s.source >= model.nb_classes:
+            raise AdvinterpError(f"step {s.id!r}: source = {s.source} is not a class of its model "
+                                 f"({model.nb_classes} classes: 0..{model.nb_classes - 1}).")
+        every = list(range(len(data)))
+        y = None if s.labels == "predicted" else load_labels(data, every)
+        if y is None:
+            y = torch.cat([model.predict(load_items(data, every[i:i + 256])[0]).cpu()
+                           for i in range(0, len(every), 256)]) if every else torch.zeros(0, dtype=torch.long)
+        pool = [i for i, c in zip(every, y.tolist()) if int(c) == s.source]
+        if not pool:
+            raise AdvinterpError(f"step {s.id!r}: no item of data {s.data!r} has class {s.source} "
+                                 f"({'predicted' if s.labels == 'predicted' else 'label'}); pick another source.")
+        return pool
 
     def _model_id(self, s: StepSpec) -> str:
         return s.model if s.model is not None else next(iter(self.spec.models))
@@ -435,8 +454,9 @@ class Study:
         context = {k: self._input(s, ref, cache, model) for k, ref in s.context.items()}
         if s.kind == "attack":
             data = self._dataset(s.data)
-            stop = len(data) if s.n is None else min(len(data), s.start + s.n)
-            idx = list(range(min(s.start, stop), stop))
+            pool = list(range(len(data))) if s.source is None else self._of_class(s, model, data)
+            stop = len(pool) if s.n is None else min(len(pool), s.start + s.n)
+            idx = pool[min(s.start, stop):stop]
             y = None if s.labels == "predicted" else load_labels(data, idx)
             t = None
             if getattr(comp, "targeted", False):
