@@ -82,6 +82,13 @@ def advinterp_register_models(register):
         register(f, f"torchvision:{arch}")
 
 
+@hookimpl
+def advinterp_register_papers(register):
+    from .sections.xu2019 import xu2019_section
+
+    register(xu2019_section, "xu2019")
+
+
 @hookimpl(trylast=True)
 def advinterp_grid_ablation_backend(device):
     from .ablation import ReferenceGridAblation

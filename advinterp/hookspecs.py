@@ -83,6 +83,21 @@ def advinterp_register_supports(register: Register) -> None:
 
 
 @hookspec
+def advinterp_register_papers(register: Register) -> None:
+    """Register paper comparisons: ``register(section, name)``.
+
+    ``section(group, run)`` returns the :class:`advinterp.report.Section` that sets a run's
+    numbers next to the numbers a paper reports: for each finding, the paper's value (its
+    table and row cited), the measured one with its standard error, and whether the run
+    reproduces it. A study asks for it with the top-level key ``compare = ["name"]``; the
+    section then receives every finished step of the run (``group.kind == "paper"``,
+    ``group.name == name``, ``group.steps``) and must build from saved results only, saying
+    which steps it needs when they are missing rather than raising. Built in: ``xu2019``
+    (the PSE paper, Xu et al., ICLR 2019). :func:`advinterp.testing.check_paper` checks one.
+    """
+
+
+@hookspec
 def advinterp_register_datasets(register: Register) -> None:
     """Register dataset factories: ``register(factory, name)``.
 

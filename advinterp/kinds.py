@@ -71,6 +71,8 @@ KINDS: tuple[Kind, ...] = (
          "factory(**params) -> map-style dataset of (x, y)"),
     Kind("model", "advinterp_register_models", None, ("check_model_factory",),
          "factory(**params) -> ModelAdapter"),
+    Kind("paper", "advinterp_register_papers", None, ("check_paper",),
+         "section(group, run) -> Section: a run's numbers next to a paper's (study key compare = [...])"),
 )
 
 #: Kind names in table order.

@@ -544,6 +544,27 @@ def check_support(rule: Callable[..., Any]) -> None:
     assert torch.equal(out, rule(model, batch)), "two calls on the same batch differ"
 
 
+def check_paper(section: Callable[..., Any]) -> None:
+    """A paper comparison (``advinterp_register_papers``) answers a run without any of the
+    steps it reads with a :class:`~advinterp.report.Section` whose findings say what is
+    missing, instead of raising; it writes only inside the run folder."""
+    import tempfile
+    from pathlib import Path
+
+    from .report import Section
+    from .study.views import ReportGroup, Run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(out=Path(tmp), title="empty run")
+        out = section(ReportGroup("paper", getattr(section, "__name__", "paper"), []), run)
+        assert isinstance(out, Section), f"the comparison returned {type(out).__name__}, not a Section"
+        assert out.title and (out.text or out.tables), "the section of an empty run says nothing"
+        text = " ".join(out.text) + " ".join(str(r) for _, rows in out.tables for r in rows)
+        assert "needs" in text or "missing" in text or "not measured" in text, (
+            "on a run without the steps it reads, the section must say what is missing (e.g. 'not measured: needs "
+            "pse steps')")
+
+
 def check_grad_modes(component) -> None:
     """Attacks and explainers need gradients: called inside ``torch.no_grad()`` or
     ``torch.inference_mode()`` they give the same output as outside (use

@@ -5,7 +5,7 @@ import pytest
 
 import advinterp
 from advinterp.kinds import KINDS
-from advinterp.testing import check_dataset, check_model_factory, check_support, parametrize_with_checks
+from advinterp.testing import check_dataset, check_model_factory, check_paper, check_support, parametrize_with_checks
 
 COMPONENTS = [info.obj for kind in KINDS if kind.base is not None for info in advinterp.list_components(kind.name)]
 
@@ -18,6 +18,11 @@ def test_every_kind_has_components():
 @pytest.mark.parametrize("name", sorted(i.name for i in advinterp.list_components("support")))
 def test_support_conforms(name):
     check_support(advinterp.get_support(name))
+
+
+@pytest.mark.parametrize("name", sorted(i.name for i in advinterp.list_components("paper")))
+def test_paper_comparison_conforms(name):
+    check_paper(advinterp.get_registry().info("paper", name).obj)
 
 
 @parametrize_with_checks(COMPONENTS)

@@ -12,7 +12,7 @@ from ..report import Section
 from ..study.views import ReportGroup, Run
 from . import attacks, cam, data, models, pse, refine
 
-__all__ = ["SECTIONS", "builtin_section"]
+__all__ = ["SECTIONS", "builtin_section", "paper_section"]
 
 SECTIONS: dict[tuple[str, str], Callable[[ReportGroup, Run], Section]] = {
     ("data", "synthetic"): data.world_section,
@@ -27,8 +27,28 @@ SECTIONS: dict[tuple[str, str], Callable[[ReportGroup, Run], Section]] = {
 
 
 def builtin_section(group: ReportGroup, run: Run) -> Section:
-    """The core's section for ``group`` (the generic one for components it does not know)."""
+    """The core's section for ``group`` (the generic one for components it does not know);
+    for a ``paper`` group, the registered comparison of that name."""
     from ..study.report import generic_section
+
+    if group.kind == "paper":
+        return paper_section(group, run)
 
     fn = SECTIONS.get((group.kind, group.name)) or SECTIONS.get((group.kind, "*"))
     return fn(group, run) if fn is not None else generic_section(group, run)
+
+
+def paper_section(group: ReportGroup, run: Run) -> Section:
+    """The section of the paper comparison ``group.name`` (registered with
+    ``advinterp_register_papers``), or one saying that no plugin provides it."""
+    from ..registry import get_registry
+
+    reg = get_registry()
+    if not reg.has("paper", group.name):
+        known = ", ".join(i.name for i in reg.list("paper")) or "none"
+        return Section(f"Comparison with {group.name}: not available", [
+            f"The study asks for compare = [{group.name!r}], but no installed plugin registers a paper comparison of "
+            f"that name (registered: {known}). Install the plugin that provides it and rebuild the report with "
+            "advinterp report RUN_DIR."])
+    return reg.info("paper", group.name).obj(group, run)
+

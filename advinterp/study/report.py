@@ -23,8 +23,9 @@ from .views import ReportGroup, Run, StepView, table_rows
 __all__ = ["groups_of", "write_run_report", "report_from_folder", "generic_section"]
 
 
-def groups_of(run: Run, data: dict[str, Any] | None = None) -> list[ReportGroup]:
-    """The run's report groups, in order: data (by dataset name), then steps."""
+def groups_of(run: Run, data: dict[str, Any] | None = None, compare: list[str] | tuple[str, ...] = ()) -> list[ReportGroup]:
+    """The run's report groups, in order: data (by dataset name), then steps, then one group
+    per paper of the study's ``compare`` (``kind="paper"``, every finished step)."""
     groups: dict[tuple[str, str], ReportGroup] = {}
     for did, spec in (data or {}).items():
         name = spec["name"] if spec["kind"] == "dataset" else spec["kind"]
@@ -33,6 +34,8 @@ def groups_of(run: Run, data: dict[str, Any] | None = None) -> list[ReportGroup]
     for view in run.steps.values():
         key = ("attack", "*") if view.kind == "attack" else (view.kind, view.name)
         groups.setdefault(key, ReportGroup(key[0], key[1], [])).steps.append(view)
+    for name in compare:
+        groups[("paper", name)] = ReportGroup("paper", name, list(run.steps.values()))
     return list(groups.values())
 
 
@@ -58,12 +61,12 @@ def generic_section(group: ReportGroup, run: Run) -> Section:
     return Section(f"{what[0].upper()}{what[1:]}", tables=[(caption, rows)])
 
 
-def _sections(run: Run, data: dict[str, Any]) -> list[Section]:
+def _sections(run: Run, data: dict[str, Any], compare: list[str] | tuple[str, ...] = ()) -> list[Section]:
     from ..registry import get_registry
 
     hook = get_registry().pm.hook.advinterp_report_section
     out = []
-    for group in groups_of(run, data):
+    for group in groups_of(run, data, compare):
         try:
             section = hook(group=group, run=run)
         except Exception as e:  # one broken section (a plugin's bug, a result it cannot read) keeps the others
@@ -87,7 +90,9 @@ def write_run_report(out: Path, run: Run, index: dict[str, Any] | None = None) -
     if index is None:
         index = json.loads((out / "run.json").read_text())
     run.summary.clear()
-    sections = _sections(run, index.get("data", {}))
+    if not run.models:
+        run.models = {k: str(v.get("model", "")) for k, v in (index.get("models") or {}).items()}
+    sections = _sections(run, index.get("data", {}), index.get("compare", []))
     study_text = (out / "study.toml").read_text(encoding="utf-8") if (out / "study.toml").is_file() else None
     summary = {"title": run.title, "seconds": index.get("seconds"), **run.summary,
                "steps": {sid: {"kind": e["kind"], "component": e["component"], "seconds": e["seconds"],

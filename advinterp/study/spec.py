@@ -52,7 +52,7 @@ __all__ = ["StudyError", "StudySpec", "ModelSpec", "DataSpec", "StepSpec", "pars
 #: The component kinds a step can name (the key of the step's table).
 STEP_KINDS: tuple[str, ...] = ("attack", "explainer", "analyzer", "probe")
 _DATA_KINDS = ("dataset", "folder", "broden", "pairs")
-_TOP_KEYS = {"title", "seed", "shard_size", "vars", "models", "data", "steps", "description"}
+_TOP_KEYS = {"title", "seed", "shard_size", "vars", "models", "data", "steps", "description", "compare"}
 _STEP_KEYS = {"id", "params", "model", "data", "batch", "start", "n", "context", "report", "matrix", "targets",
               "seed", "shard_size", "labels", "source", *STEP_KINDS}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -143,6 +143,9 @@ class StudySpec:
     description: str = ""
     #: the ``--set`` values the study was parsed with (kept in ``run.json`` for resuming)
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: ``compare = ["xu2019", ...]``: papers whose reported numbers the report sets the run
+    #: against (a section each, see ``advinterp.sections``)
+    compare: tuple[str, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -354,7 +357,14 @@ def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ctx.error(("description",), f"{description!r} is invalid; expected a string (shown under the report's title).")
-    spec = StudySpec(path, text, title, seed, shard_size, variables, models, data, steps, description, given)
+    compare = raw.get("compare", [])
+    if isinstance(compare, str):
+        compare = [compare]
+    if not (isinstance(compare, list) and all(isinstance(c, str) and c for c in compare)):
+        raise ctx.error(("compare",), f"{compare!r} is invalid; expected a list of paper names, e.g. "
+                        "compare = [\"xu2019\"] (see docs/studies.md, 'Comparing with a paper').")
+    spec = StudySpec(path, text, title, seed, shard_size, variables, models, data, steps, description, given,
+                     tuple(dict.fromkeys(compare)))
     _check_refs(ctx, spec)
     spec.steps = _order(ctx, spec)
     return spec

@@ -202,6 +202,15 @@ class Study:
                     raise self._error(s.where, None, f"{s.kind} step {s.id!r} must say which data it reads: data = "
                                       f"one of {', '.join(self.spec.data) or '(none: add a [data.<id>] table)'}.")
                 s.data = next(iter(self.spec.data))  # the only data: part of the step's key from here on
+        reg = get_registry()
+        for name in self.spec.compare:
+            if not reg.has("paper", name):
+                from .spec import _close
+
+                known = sorted(i.name for i in reg.list("paper"))
+                raise self._error("compare", None, f"no paper comparison named {name!r}. {_close(name, known)}"
+                                  f"Registered: {', '.join(known) or 'none'}.",
+                                  "See advinterp list paper; plugins add theirs with advinterp_register_papers.")
         self._checked = True
         return self
 
@@ -354,6 +363,7 @@ class Study:
         keys = self.step_keys()
         run = Run(out=out, title=self.spec.title, classes=self._classes())
         index: dict[str, Any] = {"title": self.spec.title, "description": self.spec.description,
+                                 "compare": list(self.spec.compare),
                                  "advinterp": __version__, "engine": executor.name,
                                  "study_file": None if self.spec.path is None else str(self.spec.path),
                                  "overrides": self.spec.overrides, "vars": self.spec.vars, "classes": run.classes,

@@ -95,6 +95,7 @@ class Run:
         summary: headline numbers sections add (``run.summary["pse"] = rows``); written to
             ``summary.json`` beside each step's rows.
         classes: class names of the study's first dataset, when it has them (figure labels).
+        steps: the finished steps by id; models: the study's model ids and their registry names.
     """
 
     out: Path
@@ -102,6 +103,8 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     classes: list[str] | None = None
     steps: dict[str, StepView] = field(default_factory=dict)
+    #: ``{model id: registered model name}`` of the study (``{"robust": "synthetic-cnn-robust"}``)
+    models: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> StepView:
         try:
