@@ -259,6 +259,38 @@ def test_matrix_and_variables():
     assert study.spec.data["d"].params == {"n": 7}
 
 
+def test_matrix_as_a_list_of_combinations():
+    text = """
+    title = "m"
+    [vars]
+    n_a = 5
+    n_b = 3
+    [models.a]
+    model = "counting-toy"
+    [models.b]
+    model = "counting-toy"
+    [data.d]
+    dataset = "toy-data"
+    [[steps]]
+    id = "atk.${m}"
+    attack = "pgd"
+    model = "${m}"
+    data = "d"
+    n = "${k}"
+    params = "${p}"
+    matrix = [{ m = "a", k = "${n_a}", p = { eps = 0.01 } }, { m = "b", k = "${n_b}", p = { eps = 0.02, max_iter = 2 } }]
+    """
+    study = Study.from_text(textwrap.dedent(text), vars={"n_b": 4})
+    assert [(s.id, s.model, s.n) for s in study.steps] == [("atk.a", "a", 5), ("atk.b", "b", 4)]
+    assert study.steps[1].params == {"eps": 0.02, "max_iter": 2}
+    bad = textwrap.dedent(text).replace('{ m = "b", k', '{ m = "b", kk')
+    with pytest.raises(StudyError, match=r"steps\[0\].matrix\[1\]: this combination sets \['kk', 'm', 'p'\], the "
+                                         r"first one \['k', 'm', 'p'\]; every combination must set the same variables"):
+        Study.from_text(bad)
+    with pytest.raises(StudyError, match=r"matrix: \[\] is invalid; expected a table of lists"):
+        Study.from_text(textwrap.dedent(text).replace(text.strip().splitlines()[-1].strip(), "matrix = []"))
+
+
 BAD = {
     "toml": ('id = "x\n', r"study.toml: invalid TOML: .*line 1"),
     "top": ('titel = "x"\n', r"study.toml:1: titel: unknown top-level key. Did you mean 'title'"),

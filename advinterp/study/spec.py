@@ -371,18 +371,35 @@ def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any
 
 
 def _expand(ctx: _Ctx, where: tuple, table: dict, variables: Mapping[str, Any]) -> list[dict]:
-    matrix = _table(ctx, where + ("matrix",), table.get("matrix"))
-    for k, v in matrix.items():
-        if not isinstance(v, list) or not v:
-            raise ctx.error(where + ("matrix", k), f"{v!r} is invalid; expected a non-empty list of values.")
+    """The steps of one ``[[steps]]`` table: one per combination of its ``matrix`` -- the
+    product of ``{ var = [values] }`` lists, or the listed combinations of a list of tables
+    ``[{ var = value, ... }, ...]`` (all with the same variables). Matrix values may use
+    ``[vars]`` (``n = "${n_robust}"``)."""
+    raw = table.get("matrix")
     body = {k: v for k, v in table.items() if k != "matrix"}
-    if not matrix:
-        return [_substitute(body, variables, ctx, where)]
-    names = list(matrix)
+    if isinstance(raw, list):
+        if not raw or not all(isinstance(c, dict) and c for c in raw):
+            raise ctx.error(where + ("matrix",), f"{raw!r} is invalid; expected a table of lists "
+                            "({ var = [values] }) or a non-empty list of tables ([{ var = value }, ...]).")
+        names = list(raw[0])
+        for i, c in enumerate(raw):
+            if sorted(c) != sorted(names):
+                raise ctx.error(where + ("matrix", i), f"this combination sets {sorted(c)}, the first one "
+                                f"{sorted(names)}; every combination must set the same variables.")
+        combos = [tuple(c[n] for n in names) for c in raw]
+    else:
+        matrix = _table(ctx, where + ("matrix",), raw)
+        for k, v in matrix.items():
+            if not isinstance(v, list) or not v:
+                raise ctx.error(where + ("matrix", k), f"{v!r} is invalid; expected a non-empty list of values.")
+        if not matrix:
+            return [_substitute(body, variables, ctx, where)]
+        names = list(matrix)
+        combos = list(itertools.product(*(matrix[n] for n in names)))
     out = []
-    for combo in itertools.product(*(matrix[n] for n in names)):
-        local = {**variables, **dict(zip(names, combo))}
-        out.append(_substitute(body, local, ctx, where))
+    for combo in combos:
+        values = _substitute(dict(zip(names, combo)), variables, ctx, where + ("matrix",))
+        out.append(_substitute(body, {**variables, **values}, ctx, where))
     return out
 
 
