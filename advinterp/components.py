@@ -220,7 +220,7 @@ class Attack(Component):
             mask: optional support (refined attacks, eq. 11 of the PSE paper): pixels where
                 it is 0 are never perturbed. Shape ``(H, W)``, ``(N, H, W)``,
                 ``(N, 1, H, W)`` or ``(N, C, H, W)``, bool or 0/1. Only for attacks with
-                ``supports_mask`` (the optimisation attacks); the result is projected so
+                ``supports_mask`` (cw_l2, ead, str and the l_inf gradient attacks); the result is projected so
                 that ``delta`` is exactly 0 outside the mask.
 
         Returns:
@@ -255,7 +255,7 @@ class Attack(Component):
                 t = None
             if mask is not None and not self.supports_mask:
                 raise ParameterError(owner, "mask", mask, f"None: {type(self).__name__} cannot be restricted to a support",
-                                     "Use an optimisation attack with supports_mask (cw_l2, ead, str).")
+                                     "Use an attack with supports_mask (cw_l2, ead, str, ifgsm, fgsm, pgd).")
             if len(xm) == 0:  # nothing to attack: an empty batch of the right shapes
                 if mask is not None and self.supports_mask:
                     check_mask(owner, mask, tuple(xm.shape))

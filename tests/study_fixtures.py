@@ -60,3 +60,14 @@ def register() -> None:
     reg = advinterp.get_registry()
     if not reg.has("model", "counting-toy"):
         advinterp.register_plugin_object(Plugin(), "study-fixtures")
+
+
+class Unrestrictable(advinterp.Attack):
+    """An attack without ``supports_mask`` (adds 0.01 everywhere): the error cases of masks
+    and refinement, now that every native attack supports a mask."""
+
+    name = "unrestrictable"
+    params = {}
+
+    def _generate(self, model, x, y, target):
+        return (x + 0.01).clamp(0, 1)

@@ -65,10 +65,39 @@ def test_bad_inputs_are_named():
 
 
 def test_mask_is_refused_by_attacks_without_support():
+    from study_fixtures import Unrestrictable
+
     m = _linear_model()
     x = torch.rand(2, 3, 2, 2)
     with pytest.raises(ParameterError, match="cannot be restricted"):
-        advinterp.get_attack("pgd").generate(m, x, mask=torch.ones(2, 2))
+        Unrestrictable().generate(m, x, mask=torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("name", ["pgd", "ifgsm", "fgsm"])
+def test_linf_attacks_restricted_to_a_support(name):
+    """A mask keeps delta 0 outside the support at every step (the iterates are those of the
+    attack on the support, not the unrestricted result cut afterwards); an all-ones mask
+    changes nothing."""
+    from advinterp.attacks.pgd_core import pgd_linf
+
+    m = _linear_model()
+    x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    params = {"eps": 0.1, **({} if name == "fgsm" else {"eps_step": 0.03, "max_iter": 5})}
+    if name == "pgd":
+        params.update(num_random_init=1, seed=3)
+    atk = advinterp.get_attack(name, **params)
+    free = atk.generate(m, x)
+    assert torch.equal(atk.generate(m, x, mask=torch.ones(2, 2)).x_adv, free.x_adv)
+    mask = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    got = atk.generate(m, x, mask=mask).x_adv
+    assert torch.equal((got - x) * (1 - mask), torch.zeros_like(x))
+    # by hand: the same steps with the projection onto the support after each one
+    steps = 1 if name == "fgsm" else 5
+    step = params["eps"] if name == "fgsm" else params["eps_step"]
+    g = torch.Generator().manual_seed(3) if name == "pgd" else None
+    want = pgd_linf(m.logits, x, free.y_true, 0.1, step, steps, random_init=name == "pgd", generator=g,
+                    mask=mask[None, None])
+    assert torch.equal(got, want)
 
 
 def test_check_mask_shapes():

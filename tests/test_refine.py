@@ -110,8 +110,10 @@ def test_refine_attack_under_s1_and_s2(synthetic_model):
     # a precomputed unrefined batch is reused as is
     again = refine_attack(cw, synthetic_model, res.batches["original"], supports="S2", region=region)
     assert again.batches["original"] is res.batches["original"] and isinstance(again, Refinement)
+    from study_fixtures import Unrestrictable
+
     with pytest.raises(ParameterError, match="supports_mask"):
-        refine_attack(advinterp.get_attack("pgd"), synthetic_model, x, y)
+        refine_attack(Unrestrictable(), synthetic_model, x, y)
     with pytest.raises(ParameterError, match="supports"):
         refine_attack(cw, synthetic_model, res.batches["original"], supports=())
     with pytest.raises(ParameterError, match="table_a1"):
@@ -152,9 +154,10 @@ def test_analyzer_with_attack_runs_it_first(synthetic_model, cw_batch):
     s1 = PSEAnalyzer().analyze(synthetic_model, original).s1_mask()  # S1 of the new run, not of pgd
     np.testing.assert_array_equal(res.support_share["S1"], s1.float().flatten(1).mean(1).numpy())
     assert torch.equal(res.batches["S1"].delta * ~s1, torch.zeros_like(pgd.x0))
-    # the pgd batch itself cannot be refined (pgd has no supports_mask)
-    with pytest.raises(ParameterError, match="supports_mask"):
-        advinterp.get_analyzer("refine").analyze(synthetic_model, pgd)
+    # the pgd batch itself is refined with pgd (its own attack), restricted to its S1
+    own = advinterp.get_analyzer("refine", supports=["S1"]).analyze(synthetic_model, pgd)
+    s1_pgd = PSEAnalyzer().analyze(synthetic_model, pgd).s1_mask()
+    assert own.attack == "pgd" and torch.equal(own.batches["S1"].delta * ~s1_pgd, torch.zeros_like(pgd.x0))
 
 
 def test_context_describing_the_batch_is_refused_with_attack(synthetic_model, cw_batch):

@@ -48,7 +48,9 @@ def test_refine_refuses_attacks_without_masks():
 
     m = toy_model()
     with pytest.raises(ParameterError, match="supports_mask"):
-        refine(advinterp.get_attack("pgd"), m, toy_batch(m), torch.ones(16, 16))
+        from study_fixtures import Unrestrictable
+
+        refine(Unrestrictable(), m, toy_batch(m), torch.ones(16, 16))
 
 
 def test_attack_metrics_by_hand():

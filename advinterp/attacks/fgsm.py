@@ -24,10 +24,11 @@ class FGSM(Attack):
         "targeted": Param.boolean(False),
     }
     conformance_params = {"eps": 8 / 255}
+    supports_mask = True
 
     @needs_grad
-    def _generate(self, model, x, y, target):
+    def _generate(self, model, x, y, target, mask=None):
         if self.eps == 0:
             return x.detach().clone()
         return pgd_linf(model.logits, x, target if self.targeted else y, self.eps, self.eps, 1,
-                        targeted=self.targeted, random_init=False)
+                        targeted=self.targeted, random_init=False, mask=mask)

@@ -24,8 +24,10 @@ class IFGSM(Attack):
     # PGD's parameters without its random start (IFGSM starts from the clean image)
     params = {k: PGD.params[k] for k in ("eps", "eps_step", "max_iter", "targeted")}
     conformance_params = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 3}
+    #: refinable (Table A1 refines IFGSM too): every step is projected onto the support
+    supports_mask = True
 
     @needs_grad
-    def _generate(self, model, x, y, target):
+    def _generate(self, model, x, y, target, mask=None):
         return pgd_linf(model.logits, x, target if self.targeted else y, self.eps, self.eps_step, self.max_iter,
-                        targeted=self.targeted, random_init=False)
+                        targeted=self.targeted, random_init=False, mask=mask)

@@ -27,9 +27,10 @@ class PGD(Attack):
         "seed": Param.integer(0, low=0, allow_none=True, doc="seed of the random start"),
     }
     conformance_params = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 3, "num_random_init": 1}
+    supports_mask = True
 
     @needs_grad
-    def _generate(self, model, x, y, target):
+    def _generate(self, model, x, y, target, mask=None):
         g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         return pgd_linf(model.logits, x, target if self.targeted else y, self.eps, self.eps_step, self.max_iter,
-                        targeted=self.targeted, random_init=bool(self.num_random_init), generator=g)
+                        targeted=self.targeted, random_init=bool(self.num_random_init), generator=g, mask=mask)
