@@ -93,25 +93,34 @@ def label_index(items: Sequence[Any], ds: Any, categories: Sequence[str], col_of
             for num in it.image_labels[cat]:
                 scalars.append((b, num))
     K = max([len(s) for s in stacks], default=0)
-    pix = np.zeros((len(items), max(K, 1), S), np.int64)
+    # (B, S, K) label numbers in the layout of ``comp`` (no transposed copy at the end)
+    pix = np.zeros((len(items), S, max(K, 1)), np.result_type(np.int32, *[s.dtype for s in stacks]))
     for b, s in enumerate(stacks):
-        pix[b, :len(s)] = s
+        pix[b, :, :len(s)] = s.T
     if pix.size and (pix.min() < 0 or pix.max() >= len(col_of)):
         bad = int(pix.max()) if pix.max() >= len(col_of) else int(pix.min())
         b = int(np.nonzero((pix == bad).any(axis=(1, 2)))[0][0])
         raise DatasetFormatError(f"{ds.image_path(items[b].index)}: a segmentation of this image holds label "
                                  f"number {bad}, which is not in {ds.root / 'label.csv'}. Fix the PNG or label.csv.")
-    cols = col_of[pix]
-    if (cols == -2).any():
+    # the label numbers present (a count over the numbers, no sort of the pixels), their columns
+    seen = np.flatnonzero(np.bincount(pix.ravel(), minlength=len(col_of))) if pix.size else np.zeros(0, np.int64)
+    seen_cols = col_of[seen]
+    if (seen_cols == -2).any():
+        cols = col_of[pix]
         b = int(np.nonzero((cols == -2).any(axis=(1, 2)))[0][0])
         bad = sorted(set(pix[b][cols[b] == -2].tolist()))
         raise DatasetFormatError(f"{ds.image_path(items[b].index)}: a segmentation of this image holds label "
                                  f"number(s) {bad[:5]}, not in {ds.root / 'label.csv'}. Fix the PNG or label.csv.")
     scal = [(b, int(col_of[n]) if n < len(col_of) else -2) for b, n in scalars]
     scal = [(b, c) for b, c in scal if c >= 0]
-    present = np.unique(np.concatenate([cols[cols >= 0].ravel(), np.array([c for _, c in scal], np.int64)]))
-    comp = np.where(cols >= 0, np.searchsorted(present, np.maximum(cols, 0)) + 1, 0)  # 0 = no label
-    return LabelIndex(torch.from_numpy(np.ascontiguousarray(comp.transpose(0, 2, 1))), present,
+    present = np.unique(np.concatenate([seen_cols[seen_cols >= 0].astype(np.int64),
+                                        np.array([c for _, c in scal], np.int64)]))
+    # label number -> 1 + position of its column in ``present`` (0: no label), then one gather
+    lut = np.zeros(max(len(col_of), 1), np.int64)
+    ok = seen_cols >= 0
+    lut[seen[ok]] = np.searchsorted(present, seen_cols[ok]) + 1
+    comp = lut[pix]
+    return LabelIndex(torch.from_numpy(comp), present,
                       torch.tensor([b for b, _ in scal], dtype=torch.long),
                       torch.from_numpy(np.searchsorted(present, np.array([c for _, c in scal], np.int64)) + 1),
                       (int(sh), int(sw)))

@@ -571,7 +571,8 @@ def _tally_batch(a: torch.Tensor, thr: torch.Tensor, L: torch.Tensor, pres: torc
     Only (image, unit) pairs whose raw map exceeds ``T_k`` somewhere are resized and counted
     (NetDissect-Lite's skip; exact, since the resize never exceeds a map's maximum): about
     15 % of the pairs of a deep layer at the 0.005 quantile. On the CPU the active pairs are
-    gathered (one image's active units times its labels per product); on a GPU the batch stays
+    gathered (resized and thresholded together, then one image's pairs times its labels per
+    product); on a GPU the batch stays
     dense (the skip as a mask) so that nothing waits for the host. ``dense``: force either
     path (None: by device); both give the same counts (tests/test_dissect_loader.py).
     """
@@ -592,26 +593,29 @@ def _tally_batch(a: torch.Tensor, thr: torch.Tensor, L: torch.Tensor, pres: torc
             t["inter"][u0:u1].index_add_(1, pres, inter.double().sum(0))
             t["pixels"][u0:u1] += size.double().sum(0)
         return
-    bi, ui = active.nonzero(as_tuple=True)                                   # sorted by image, then unit
-    if not len(bi):
+    pairs = active.flatten().nonzero().flatten()                             # sorted by image, then unit
+    if not len(pairs):
         return
-    per_image = torch.bincount(bi, minlength=b).tolist()
-    chunk = max(1, max_elements // max(1, S))
-    inter_u = torch.zeros(U, L.shape[2], dtype=torch.float64)
-    start = 0
-    for img, n_img in enumerate(per_image):
-        for s0 in range(start, start + n_img, chunk):  # memory chunks of one image's active units
-            s1 = min(start + n_img, s0 + chunk)
-            u = ui[s0:s1]
-            up = resize_maps(a[img, u][None], label_size)[0]                  # (n, sh, sw)
-            M = (up > thr[u, None, None]).flatten(1).to(dtype)                # (n, S)
-            size = M.sum(1)                                                   # (n,)
-            inter = M @ L[img]                                                # (n, P)
-            gate = (inter @ cat_b) > 0                                        # (n, G)
-            t["act"].index_add_(0, u, size.double()[:, None] * gate)
-            inter_u.index_add_(0, u, inter.double())
-            t["pixels"].index_add_(0, u, size.double())
-        start += n_img
+    bi, ui = pairs // U, pairs % U
+    bounds = [0] + torch.bincount(bi, minlength=b).cumsum(0).tolist()        # image i's pairs: bounds[i:i + 2]
+    maps = a.reshape(b * U, *a.shape[2:])
+    chunk = max(1, max_elements // max(1, S, L.shape[2]))
+    inter_u = torch.zeros(U, L.shape[2], dtype=torch.float64, device=a.device)
+    for s0 in range(0, len(pairs), chunk):  # memory chunks of active pairs, across images
+        s1 = min(len(pairs), s0 + chunk)
+        u = ui[s0:s1]
+        up = resize_maps(maps.index_select(0, pairs[s0:s1])[None], label_size)[0]  # (n, sh, sw)
+        M = (up > thr[u, None, None]).flatten(1).to(dtype)                          # (n, S)
+        size = M.sum(1).double()                                                     # (n,)
+        inter = torch.empty(s1 - s0, L.shape[2], dtype=dtype, device=a.device)      # (n, P)
+        for img in range(int(bi[s0]), int(bi[s1 - 1]) + 1):                          # each image's labels
+            i0, i1 = max(bounds[img], s0) - s0, min(bounds[img + 1], s1) - s0
+            if i1 > i0:
+                torch.mm(M[i0:i1], L[img], out=inter[i0:i1])
+        gate = (inter @ cat_b) > 0                                                    # (n, G)
+        t["act"].index_add_(0, u, size[:, None] * gate)
+        inter_u.index_add_(0, u, inter.double())
+        t["pixels"].index_add_(0, u, size)
     t["inter"].index_add_(1, pres, inter_u)
 
 

@@ -52,8 +52,10 @@ from advinterp.api import ParameterError, Result
 
 __all__ = ["StreamingQuantile", "QuantileState", "GridSchedule", "Doubling"]
 
-#: Values per chunk when binning (bounds the temporary index tensors to ~64 MB).
-_CHUNK = 1 << 23
+#: Values per chunk when binning: the float64 and index temporaries of a chunk (~6 MB) stay
+#: in the caches (measured 1.6x faster than one pass over a 32-image batch); a chunk holds at
+#: least two values per bin, so the per-chunk bincount's output never dominates.
+_CHUNK = 1 << 19
 
 #: One doubling of a histogram's range: ``(need, down)`` ``(units,)`` bool, the units whose
 #: range doubles and, among them, those extended downwards (the others upwards).
@@ -230,22 +232,26 @@ class StreamingQuantile:
         """Count maps ``a`` ``(B, U, ...)`` (unit ``k``'s values ``a[:, k]``) of range
         ``vmin``/``vmax`` on the current grid: the minimum's count, min/max, histogram."""
         shape = [1, self.units] + [1] * (a.ndim - 2)
-        dims = [0] + list(range(2, a.ndim))
-        at_min = (a == vmin.to(a.device, a.dtype).view(shape)).sum(dims)
+        eq = a == vmin.to(a.device, a.dtype).view(shape)
+        # count as bytes into int64 (a bool reduction over dims (0, 2, 3) is ~5x slower)
+        at_min = (eq.reshape(eq.shape[0], self.units, -1).view(torch.uint8).sum(2, dtype=torch.int64).sum(0)
+                  if a.ndim > 2 else eq.view(torch.uint8).sum(0, dtype=torch.int64))
         self.n_min = torch.where(vmin < self.min, at_min,
                                  torch.where(vmin == self.min, self.n_min + at_min, self.n_min))
         self.min = torch.minimum(self.min, vmin)
         self.max = torch.maximum(self.max, vmax)
-        offs = (torch.arange(self.units, device=self.device) * self.bins).view(shape)
+        total = self.units * self.bins
+        itype = torch.int32 if total < 2 ** 31 else torch.int64  # int32: a cheaper cast and bincount
+        offs = (torch.arange(self.units, device=self.device, dtype=itype) * self.bins).view(shape)
         lo, inv = self.lo.view(shape), (1.0 / self.width).view(shape)
         per_item = a[0].numel()
-        step = max(1, _CHUNK // per_item)
+        step = max(1, max(_CHUNK, 2 * total) // per_item)
         flat = self.counts.view(-1)
         for s in range(0, a.shape[0], step):
             # bin index in float64 (exact enough that a value lands in its own bin); clamp, then
             # truncate: the floor on [0, bins - 1] in one pass less
-            idx = a[s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).long().add_(offs)
-            flat += torch.bincount(idx.reshape(-1), minlength=self.units * self.bins)
+            idx = a[s:s + step].to(torch.float64, copy=True).sub_(lo).mul_(inv).clamp_(0, self.bins - 1).to(itype)
+            flat += torch.bincount(idx.add_(offs).reshape(-1), minlength=total)
         self.count += a.shape[0] * (per_item // self.units)
         return self
 
