@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,9 +274,14 @@ def _decode_png(path: Path) -> tuple[np.ndarray, int] | None:
 
     import torch
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
+    try:  # straight into a writable buffer for torch.frombuffer (no file object, no copy)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = bytearray(os.fstat(fd).st_size)
+            if os.readv(fd, [data]) != len(data):
+                return None
+        finally:
+            os.close(fd)
     except OSError:
         return None
     if len(data) < 45 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or not data.endswith(_PNG_IEND):
@@ -300,7 +306,7 @@ def _decode_png(path: Path) -> tuple[np.ndarray, int] | None:
         return None
     try:
         # ImageReadMode 0: as stored; 3: RGB (a palette's colours, as PIL's convert("RGB"))
-        t = decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), 3 if ctype == 3 else 0, False)
+        t = decode(torch.frombuffer(data, dtype=torch.uint8), 3 if ctype == 3 else 0, False)
     except Exception:
         return None
     if t.ndim != 3 or tuple(t.shape[1:]) != (h, w) or t.dtype != torch.uint8:
