@@ -57,6 +57,10 @@ class Refinement(Result):
         refined: ``{support name: AttackMetrics}`` of the attack re-run under each support.
         support_share: ``{support: (N,)}`` share of the pixels inside the support per image.
         batches: ``{"original" | support name: AdversarialBatch}`` the examples themselves.
+        masks: ``{support: (N, 1, H, W) bool tensor}`` the support each refined run was
+            confined to (empty in results saved before it was kept).
+        grid_size: side of the PSE grids of S1 (the ``pse`` result or analyzer it came from;
+            ``0`` = unknown: the PSE default :func:`~advinterp.analyzers.pse.default_grid_size`).
     """
 
     attack: str
@@ -65,8 +69,10 @@ class Refinement(Result):
     refined: dict = field(default_factory=dict)
     support_share: dict = field(default_factory=dict)
     batches: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
+    grid_size: int = 0
 
-    per_image = ("original", "refined", "support_share", "batches")
+    per_image = ("original", "refined", "support_share", "batches", "masks")
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per support: mean l0..linf original vs refined (over the successful
@@ -178,7 +184,17 @@ def _refinement(owner: str, attack: Attack, model: Any, original: AdversarialBat
         shares[name] = mask.detach().cpu().float().flatten(1).mean(1).numpy()
     return Refinement(attack=original.attack or attack.name, model=model.name,
                       original=metrics.analyze(model, original), refined=refined, support_share=shares,
-                      batches=batches)
+                      batches=batches, masks={k: m.detach().cpu() for k, m in masks.items()},
+                      grid_size=_grid_size(context.get("pse"), h, w))
+
+
+def _grid_size(pse: Any, height: int, width: int) -> int:
+    """The side of the PSE grids S1 uses: a ``pse`` result's ``size``, a ``pse`` analyzer's
+    (``None``: the default), or the default for ``height x width`` images."""
+    from .pse import default_grid_size
+
+    size = getattr(pse, "size", None)
+    return int(size) if isinstance(size, (int, np.integer)) and size > 0 else default_grid_size(height, width)
 
 
 def _support_names(v: Any) -> bool:

@@ -1,20 +1,63 @@
-"""The section of the ``pse`` steps: Table 1, Fig. 2 and the PSR maps of Fig. 4."""
+"""The section of the ``pse`` steps: Table 1, Fig. 2, the PSR maps of Fig. 4 and one image
+under several attacks (Fig. A2)."""
 from __future__ import annotations
 
 from ..report import Section
 from ..results import format_table
-from ..study.views import ReportGroup, Run
+from ..study.views import ReportGroup, Run, StepView
 from .cam import selected_batch
 
-__all__ = ["pse_section"]
+__all__ = ["pse_section", "same_images"]
+
+
+def _equal(a, b) -> bool:
+    import torch
+
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(torch.equal(torch.as_tensor(a).cpu(), torch.as_tensor(b).cpu()))
+
+
+def same_images(steps: list[StepView]) -> list[tuple[StepView, object, object]]:
+    """The ``(step, batch, pair maps)`` of the largest set of steps with a ``cam`` report
+    reference that share their first image (equal ``x0[0]`` and ``y_target[0]``; the first such
+    set on ties), in the paper's row order of Fig. A2 (C&W, EAD, Str, IFGSM, then others by
+    name); ``[]`` when no 2 steps share it."""
+    from ..viz import PAPER_ATTACKS
+
+    found = []
+    for s in steps:
+        cam, batch = s.input("cam"), selected_batch(s)
+        if cam is None or batch is None or not len(batch):
+            continue
+        found.append((s, batch, cam.result.take(slice(0, len(batch)))))
+    groups: list[list[tuple[StepView, object, object]]] = []
+    for item in found:
+        b = item[1]
+        for g in groups:
+            ref = g[0][1]
+            if _equal(ref.x0[0], b.x0[0]) and _equal(None if ref.y_target is None else ref.y_target[0],
+                                                      None if b.y_target is None else b.y_target[0]):
+                g.append(item)
+                break
+        else:
+            groups.append([item])
+    best = max(groups, key=len, default=[])
+    if len(best) < 2:
+        return []
+    order = list(PAPER_ATTACKS)
+    return sorted(best, key=lambda it: (order.index(it[0].result.attack) if it[0].result.attack in order
+                                        else len(order), it[0].result.attack))
 
 
 def pse_section(group: ReportGroup, run: Run) -> Section:
     """Table 1 over every pse step; Fig. 2 (grid sensitivity) of the first step's first image;
-    for steps with a ``report = { cam = "<explainer step>" }`` reference, the PSR of the top
-    70 % grids drawn over F(x', t) (Fig. 4)."""
+    for steps with a ``report = { cam = "<explainer step>" }`` reference, x0, F(x0, t0) and the
+    PSR of the top 70 % grids drawn over F(x', t) (Fig. 4); when 2 or more such steps hold the
+    same first image (``x0`` and ``y_target``), the first image every one of them succeeded on
+    under each attack (Fig. A2, :func:`same_images`)."""
     from ..analyzers.pse import table1
-    from ..viz import plot_pse_sensitivity, plot_psr_overlay
+    from ..viz import PAPER_ATTACKS, first_common_success, plot_pse_sensitivity, plot_psr_attacks, plot_psr_overlay
 
     results = group.results()
     rows = table1(results)
@@ -30,11 +73,24 @@ def pse_section(group: ReportGroup, run: Run) -> Section:
         cam, batch = s.input("cam"), selected_batch(s)
         if cam is None or batch is None or not len(batch):
             continue
-        f_adv = cam.result.take(slice(0, len(batch))).xadv_t
+        pair = cam.result.take(slice(0, len(batch)))
         idx = list(range(len(batch)))
         name = f"psr_{s.id.split('.', 1)[-1]}.png" if s.id.startswith("pse.") else f"psr_{s.id}.png"
-        figures.append((f"PSR of the top 70% grids by s on F(x', t): {s.id}", run.save_figure(
-            plot_psr_overlay(s.result, f_adv, idx, image=batch.x_adv, classes=run.classes), name)))
+        figures.append((f"x0, F(x0, t0) and the PSR of the top 70% grids by s on F(x', t): {s.id} (Fig. 4)",
+                        run.save_figure(plot_psr_overlay(s.result, pair.xadv_t, idx, image=batch.x_adv,
+                                                         classes=run.classes, cam_x0_t0=pair.x0_t0, x0=batch.x0),
+                                        name)))
+    rows_a2 = same_images(group.steps)
+    if rows_a2:
+        index = first_common_success([b.success for _, b, _ in rows_a2])
+        if index is not None:
+            fig = plot_psr_attacks([st.result for st, _, _ in rows_a2], [pm for _, _, pm in rows_a2],
+                                   rows_a2[0][1].x0, [b.x_adv for _, b, _ in rows_a2], index,
+                                   labels=[PAPER_ATTACKS.get(st.result.attack, st.result.attack or st.id)
+                                           for st, _, _ in rows_a2], classes=run.classes)
+            figures.append((f"Image {index} under {len(rows_a2)} attacks: F(x0, t0), x0, F(x', t) and the PSR "
+                            "of the top 70% grids by s on F(x', t) (Fig. A2; the first image every attack "
+                            "succeeded on)", run.save_figure(fig, "psr_attacks.png")))
     res = first.result
     return Section("Promotion-suppression effect of grid perturbations (Figs. 2 and 4, Table 1)", [
         f"Each image is cut into {res.n_grids} grids of {res.size}x{res.size} pixels (the paper's 13x13 on 299x299, "

@@ -10,11 +10,17 @@ What is where (every name below is importable from :mod:`advinterp.viz` itself):
   :func:`save_figure` and image conversion shared by the others;
 * :mod:`~advinterp.viz.scenes`: :func:`concept_colors`, the object/part boxes and
   :func:`plot_scenes` (synthetic scenes with their annotations);
-* :mod:`~advinterp.viz.attacks`: :func:`plot_layer_distances` and :func:`plot_perturbations`;
+* :mod:`~advinterp.viz.activations`: :func:`plot_activation_maps` (Figs. 9 / A9) and
+  :func:`normalize_map`;
+* :mod:`~advinterp.viz.attacks`: :func:`plot_layer_distances` (Fig. A8) and :func:`plot_perturbations`;
 * :mod:`~advinterp.viz.cam`: :data:`CAM_PAIR_KEYS`, :func:`plot_cam_overlays` (Fig. 3 of the
-  PSE paper) and :func:`plot_is_table` (Table 2);
+  PSE paper), :data:`CAM_A1_COLUMNS` and :func:`plot_cam_a1` (Fig. A1), :func:`plot_is_table`
+  (Table 2) and :func:`is_box_data` / :func:`plot_is_boxes` (the per-image IS distributions);
 * :mod:`~advinterp.viz.pse`: :data:`PSR_COLORS`, :func:`plot_pse_sensitivity` (Fig. 2),
-  :func:`psr_overlay` and :func:`plot_psr_overlay` (Fig. 4).
+  :func:`psr_overlay` and :func:`plot_psr_overlay` (Fig. 4, with ``F(x0, t0)`` beside it),
+  :data:`PAPER_ATTACKS`, :func:`first_common_success` and :func:`plot_psr_attacks` (Fig. A2);
+* :mod:`~advinterp.viz.refine`: :func:`grid_l2_map` and :func:`plot_refine_norms` (Figs. 6 / A6:
+  per-grid ``||delta||_2`` before and after refinement, and the supports).
 
 Example::
 
@@ -26,10 +32,14 @@ Example::
 """
 from __future__ import annotations
 
+from .activations import normalize_map, plot_activation_maps
 from .attacks import plot_layer_distances, plot_perturbations
-from .cam import CAM_PAIR_KEYS, plot_cam_overlays, plot_is_table
+from .cam import (CAM_A1_COLUMNS, CAM_PAIR_KEYS, is_box_data, plot_cam_a1, plot_cam_overlays, plot_is_boxes,
+                  plot_is_table)
 from .common import save_figure
-from .pse import PSR_COLORS, plot_pse_sensitivity, plot_psr_overlay, psr_overlay
+from .pse import (PAPER_ATTACKS, PSR_COLORS, first_common_success, plot_pse_sensitivity, plot_psr_attacks,
+                  plot_psr_overlay, psr_overlay)
+from .refine import grid_l2_map, plot_refine_norms
 from .scenes import concept_colors, plot_scenes
 
 # ``from advinterp.viz import *`` gives these five, as before the split; the other names
