@@ -34,12 +34,14 @@ def advinterp_register_attacks(register):
 @hookimpl
 def advinterp_register_analyzers(register):
     from .analyzers.activation_distance import ActivationDistance
+    from .analyzers.activation_maps import ActivationMaps
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
     from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
     from .analyzers.pse import PSEAnalyzer
     from .analyzers.refine import RefineAnalyzer
 
     register(ActivationDistance)
+    register(ActivationMaps)
     register(AttackMetricsAnalyzer)
     register(InterpretabilityScoreAnalyzer)
     register(PSEAnalyzer)

@@ -195,7 +195,7 @@ class ModelAdapter:
         return modules[name]
 
     def activations(self, x: torch.Tensor, layers: Sequence[str], with_logits: bool = False,
-                    detach: bool = True, truncate: bool = True) -> dict[str, torch.Tensor]:
+                    detach: bool = True, truncate: bool = True, copy: bool = False) -> dict[str, torch.Tensor]:
         """Outputs of several layers from one forward pass.
 
         The forward stops as soon as every requested layer has produced its output
@@ -214,6 +214,9 @@ class ModelAdapter:
             with_logits: also return the logits under the key ``"logits"`` (a full forward).
             detach: detach the activations (default); set False to backpropagate through them.
             truncate: stop the forward after the last requested layer (default True).
+            copy: store a copy of each output (default False). Needed when a later module
+                works in place (``nn.ReLU(inplace=True)`` after a BatchNorm): without it the
+                BatchNorm's stored output would be the ReLU's.
 
         Returns:
             ``{name: tensor}`` (the layer's output; the first element if it returns a tuple).
@@ -234,7 +237,8 @@ class ModelAdapter:
                 if state["done"]:
                     return
                 o = o[0] if isinstance(o, (tuple, list)) else o
-                out[n] = o.detach() if detach else o
+                o = o.detach() if detach else o
+                out[n] = o.clone() if copy else o
                 calls[n] += 1
                 if want is not None and all(calls[k] >= want[k] for k in want):
                     state["done"] = True
@@ -301,6 +305,16 @@ class ModelAdapter:
         top = [(n, m) for n, m in order if n.count(".") == depth]
         stages = [n for n, m in top if any(True for _ in m.children())]
         return list(dict.fromkeys(stages or [n for n, _ in top]))
+
+    def leaf_layers(self) -> list[str]:
+        """Every leaf module (one without children) whose output is a tensor, in the order of
+        one forward (a module called several times counts at its first call). Any module tree;
+        needs ``input_shape``. These are "all layers" of the network (Fig. A8 of the PSE paper).
+        """
+        order = [n for n, m, _ in self._trace() if not any(True for _ in m.children())]
+        if not order:
+            raise IncompatibleModelError(f"{self.name}: no leaf module with a tensor output was run by forward().")
+        return list(dict.fromkeys(order))
 
     @property
     def classifier_name(self) -> str:

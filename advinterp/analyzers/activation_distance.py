@@ -46,30 +46,48 @@ def _finite_stat(v: np.ndarray, stat: Any) -> float:
     return float(stat(v)) if len(v) else float("nan")
 
 
+def valid_layers(v: Any) -> bool:
+    """What a ``layers`` parameter accepts: ``None``, ``"all"`` or a list of layer names."""
+    return v is None or v == "all" or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v))
+
+
+def resolve_layers(model: Any, layers: Any) -> tuple[str, ...]:
+    """The layer names a ``layers`` parameter means on ``model``: ``None`` -> the feature
+    stages (``model.feature_layers()``), ``"all"`` -> every leaf layer (``model.leaf_layers()``),
+    a list -> itself."""
+    if layers is None:
+        return tuple(model.feature_layers())
+    if layers == "all":
+        return tuple(model.leaf_layers())
+    return tuple(layers)
+
+
 class ActivationDistance(Analyzer):
     """Per-layer Euclidean distance between clean and adversarial activations.
 
     Parameters: ``layers`` (None: the model's feature stages, see
-    ``ModelAdapter.feature_layers``), ``batch_size`` (128).
+    ``ModelAdapter.feature_layers``; ``"all"``: every leaf module with a tensor output, in
+    forward order, see ``ModelAdapter.leaf_layers`` -- the x-axis of the paper's Fig. A8; or a
+    list of layer names), ``batch_size`` (128).
     """
 
     name = "activation_distance"
     shardable = True
     params = {
-        "layers": Param(None, lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)),
-                        "None or a list of layer names", invalid=("layer4", [1])),
+        "layers": Param(None, lambda v: valid_layers(v), 'None, "all" or a list of layer names',
+                        invalid=("layer4", [1])),
         "batch_size": Param.integer(128, low=1),
     }
 
     def _analyze(self, model, batch, **context):
-        layers = tuple(self.layers) if self.layers is not None else tuple(model.feature_layers())
+        layers = resolve_layers(model, self.layers)
         dist, rel = [], []
         dev = model.device
         for i in range(0, len(batch), self.batch_size):
             x0 = batch.x0[i:i + self.batch_size].to(dev, model.dtype)
             xa = batch.x_adv[i:i + self.batch_size].to(dev, model.dtype)
             with torch.no_grad():
-                a = model.activations(torch.cat([x0, xa]), layers)
+                a = model.activations(torch.cat([x0, xa]), layers, copy=self.layers == "all")
             n = len(x0)
             d = torch.stack([(a[l][:n] - a[l][n:]).flatten(1).norm(dim=1) for l in layers], 1)
             c = torch.stack([a[l][:n].flatten(1).norm(dim=1) for l in layers], 1)

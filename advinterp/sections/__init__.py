@@ -18,6 +18,7 @@ SECTIONS: dict[tuple[str, str], Callable[[ReportGroup, Run], Section]] = {
     ("data", "synthetic"): data.world_section,
     ("probe", "accuracy"): models.accuracy_section,
     ("analyzer", "activation_distance"): models.activation_distance_section,
+    ("analyzer", "activation_maps"): models.activation_maps_section,
     ("attack", "*"): attacks.attacks_section,
     ("explainer", "*"): cam.explainer_section,
     ("analyzer", "is"): cam.is_section,

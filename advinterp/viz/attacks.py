@@ -1,6 +1,7 @@
 """Attacks: per-layer activation distances and perturbation magnitudes."""
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -12,32 +13,49 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def plot_layer_distances(results: Mapping[str, Any], relative: bool = True) -> "Figure":
-    """Per-layer activation distance, clean vs adversarial, one line per model (Fig. A8/A9).
+    """Per-layer activation distance, clean vs adversarial (Fig. A8 of the PSE paper).
 
     Args:
-        results: ``{model name: ActivationDistanceResult}``.
+        results: ``{curve name: ActivationDistanceResult}`` (one axes, one line per entry, e.g.
+            per model), or ``{panel name: {curve name: ActivationDistanceResult}}`` (one panel
+            per outer key, e.g. per model, and one line per inner key, e.g. per attack: the
+            layout of Fig. A8).
         relative: plot ``||A(x) - A(x')|| / ||A(x)||`` (default) or the raw distance.
 
     Returns:
-        A Figure with mean +- std per layer.
+        A Figure with mean +- std per layer, the layers in order along x.
     """
     from matplotlib.figure import Figure
 
     if not results:
         raise ParameterError("plot_layer_distances", "results", results, "a non-empty {model: result} mapping")
-    fig = Figure(figsize=(6.0, 3.6), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    for name, res in results.items():
-        values = res.relative if relative else res.distance
-        mean, std = values.mean(0), values.std(0)
-        xs = np.arange(len(res.layers))
-        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=name)
-        ax.set_xticks(xs, list(res.layers))
-    ax.set_xlabel("layer")
-    ax.set_ylabel("relative activation distance" if relative else "activation distance")
-    ax.set_title("Clean vs adversarial activations per layer")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    nested = all(isinstance(v, Mapping) for v in results.values())
+    panels = dict(results) if nested else {"": results}
+    if any(not curves for curves in panels.values()):
+        raise ParameterError("plot_layer_distances", "results", results, "non-empty {curve: result} panels")
+    n_layers = max(len(r.layers) for curves in panels.values() for r in curves.values())
+    many = n_layers > 8
+    width = max(6.0, 0.35 * n_layers + 2.0) if many else 6.0
+    fig = Figure(figsize=(width * (len(panels) if nested else 1) * (0.8 if nested else 1), 3.6 + 1.0 * many),
+                 dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, curves) in zip(axes, panels.items()):
+        for name, res in curves.items():
+            values = res.relative if relative else res.distance
+            values = np.where(np.isfinite(values), values, np.nan)
+            with warnings.catch_warnings():  # a layer without finite values: a gap in the line
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+            xs = np.arange(len(res.layers))
+            ax.errorbar(xs, mean, yerr=std, marker="o", markersize=3 if many else 6, capsize=3, label=name)
+            ax.set_xticks(xs, list(res.layers), rotation=90 if many else 0, fontsize=7 if many else None)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("relative activation distance" if relative else "activation distance")
+        ax.set_title(panel if nested else "Clean vs adversarial activations per layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if nested:
+        fig.suptitle("Clean vs adversarial activations per layer", fontsize=10)
     fig.tight_layout()
     return fig
 
