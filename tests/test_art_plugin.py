@@ -286,8 +286,8 @@ def test_evasion_attack_params_are_advinterps():
     attack.set_params(eps=0.2, max_iter=2)
     assert attack.attack.eps == 0.2 and attack.attack.max_iter == 2
     x, _ = toy_data()
-    with pytest.raises(ParameterError, match="mask"):  # PGD has no support mask
-        attack.generate(x.numpy(), mask=np.ones((16, 16), np.float32))
+    with pytest.raises(ParameterError, match="mask"):  # a support of the wrong size
+        attack.generate(x.numpy(), mask=np.ones((5, 5), np.float32))
     with pytest.raises(ParameterError, match="x"):
         attack.generate(x.numpy() * 3)
 
