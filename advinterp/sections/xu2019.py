@@ -285,10 +285,14 @@ def _fig_a8(group: ReportGroup, run: Run) -> tuple[list[Finding], list[dict]]:
                       "first": _f(rel[0]), "middle": _f(rel[L // 2]), "last": _f(rel[-1]),
                       "largest jump into": r.layers[big] if L > 1 else "-"})
         if not robust and L > 2:
-            out.append(Finding(f"Fig. A8, {ATTACKS[a]}: the largest rise of the bias is in the deepest third of layers",
-                               where, "a sharp transition at deep layers",
-                               f"largest jump into {r.layers[big]} (layer {big + 1} of {L}); relative bias "
-                               f"{_f(rel[0])} -> {_f(rel[-1])}", None, None, threshold_verdict(big >= (2 * L) // 3)))
+            # the rise over the deepest third of the layers against the rise over the first two thirds
+            k = (2 * L) // 3
+            deep, early = rel[-1] - rel[k - 1], rel[k - 1] - rel[0]
+            out.append(Finding(f"Fig. A8, {ATTACKS[a]}: the bias rises more over the deepest third of the layers "
+                               "than over the first two thirds", where, "a sharp transition at deep layers",
+                               f"relative bias {_f(rel[0])} -> {_f(rel[k - 1])} ({r.layers[k - 1]}) -> {_f(rel[-1])} "
+                               f"over {L} layers; largest jump into {r.layers[big]}", None, None,
+                               threshold_verdict(bool(deep > early))))
     for a in ATTACKS:
         nat, rob = by.get((a, False)), by.get((a, True))
         if nat is None or rob is None:

@@ -43,6 +43,6 @@ def plot_findings(findings: Sequence[Any], z: float = 2.0, clip: float = 10.0) -
     ax.set_yticks(ys)
     ax.set_yticklabels([f.claim if len(f.claim) <= 60 else f.claim[:57] + "..." for f in findings], fontsize=8)
     ax.set_xlim(-clip - 1.5, clip + 1.5)
-    ax.set_xlabel(f"measured gap / standard error (paper's direction to the right; |value| <= {z:g}: not resolved)")
+    ax.set_xlabel(f"gap / standard error (right: as the paper; grey, within {z:g}: not resolved)")
     fig.tight_layout()
     return fig
