@@ -18,7 +18,7 @@ The ``refine`` analyzer (:class:`RefineAnalyzer`) reports ASR and the l0/l1/l2/l
 distortion of the original and of each refined attack (``attack_metrics``; l0 counts
 entries) as a :class:`Refinement`; :func:`refine_attack` is the same computation for an
 attack instance and clean images. The re-run is :func:`advinterp.attacks.refine.refine`, so
-the attack must have ``supports_mask`` (``cw_l2``, ``ead``, ``str``).
+the attack must have ``supports_mask`` (``cw_l2``, ``ead``, ``str``, ``ifgsm``, ``fgsm``, ``pgd``).
 
 Example::
 
@@ -152,7 +152,7 @@ def s2(model: Any, batch: AdversarialBatch, *, region: Any = None, quantile: flo
 def _check_attack(owner: str, name: str, attack: Any) -> Attack:
     if not isinstance(attack, Attack) or not getattr(attack, "supports_mask", False):
         raise ParameterError(owner, name, attack, "an Attack instance with supports_mask",
-                             "Use cw_l2, ead or str (advinterp.get_attack(...)).")
+                             "Use cw_l2, ead, str, ifgsm, fgsm or pgd (advinterp.get_attack(...)).")
     return attack
 
 
@@ -210,7 +210,7 @@ class RefineAnalyzer(Analyzer):
     """Re-runs an attack with delta = 0 outside named supports (eq. 11); ASR, l0..linf vs unrefined (Table A1).
 
     Parameters:
-        attack: registry name of an attack with ``supports_mask`` (``cw_l2``, ``ead``,
+        attack: registry name of an attack with ``supports_mask`` (``cw_l2``, ``ead``, ``ifgsm``,
             ``str``) run unrefined on ``batch.x0`` / ``batch.y_true`` / ``batch.y_target`` and
             then refined; ``None`` (default): ``batch`` is the unrefined run and its own attack
             (``batch.attack`` with ``batch.params``) is re-run.
@@ -282,7 +282,7 @@ def refine_attack(attack: Attack, model: Any, x: Any, y: Any = None, target: Any
     The ``refine`` analyzer's computation for an attack instance.
 
     Args:
-        attack: an attack instance with ``supports_mask`` (``cw_l2``, ``ead``, ``str``).
+        attack: an attack instance with ``supports_mask`` (``cw_l2``, ``ead``, ``str``, ``ifgsm``, ...).
         model: :class:`~advinterp.ModelAdapter` or ``nn.Module``.
         x: ``(N, C, H, W)`` clean images (the attack is run on them with ``y``/``target``),
             or the :class:`AdversarialBatch` of an unrefined run of ``attack`` (reused as is;
