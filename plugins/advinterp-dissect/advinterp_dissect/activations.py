@@ -113,7 +113,10 @@ class ActivationFiles:
         fd = os.open(path, os.O_WRONLY)
         try:
             for start, stop, at in _runs(rows):
-                os.pwrite(fd, arr[at:at + stop - start].tobytes(), self.offsets[layer] + start * rb)
+                view = memoryview(arr[at:at + stop - start].reshape(-1)).cast("B")  # no copy
+                done = 0
+                while done < len(view):  # pwrite may write less than asked
+                    done += os.pwrite(fd, view[done:], self.offsets[layer] + start * rb + done)
         finally:
             os.close(fd)
 
