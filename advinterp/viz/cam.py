@@ -65,13 +65,7 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
                              f"a mapping with keys among {', '.join(CAM_PAIR_KEYS)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ParameterError("plot_cam_overlays", "n", n, "a positive integer")
-    arrays = {}
-    for k in keys:
-        m = getattr(maps[k], "maps", maps[k])
-        m = np.asarray(m.detach().cpu().double() if hasattr(m, "detach") else m, dtype=np.float64)
-        if m.ndim != 3:
-            raise ParameterError("plot_cam_overlays", f"maps[{k!r}]", m, "maps of shape (N, H, W)")
-        arrays[k] = m
+    arrays = {k: _map_array("plot_cam_overlays", k, maps[k]) for k in keys}
     images = {"x0": x0, "x_adv": x_adv}
     n = int(min(n, len(x0), *(len(a) for a in arrays.values())))
     if y_true is None and "x0_t0" in maps:
@@ -79,16 +73,12 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
     if target is None and "xadv_t" in maps:
         target = getattr(maps["xadv_t"], "target", None)
     name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
-    failed = (np.zeros(len(x0), dtype=bool) if success is None else
-              ~np.asarray(success.detach().cpu() if hasattr(success, "detach") else success, dtype=bool).reshape(-1))
+    failed = _failed_rows(success, len(x0))
 
     fig = Figure(figsize=(1.9 * len(keys) + 0.6, 1.95 * n + 0.5), dpi=100)
     axes = fig.subplots(n, len(keys), squeeze=False)
     for i in range(n):
-        vals = np.stack([arrays[k][i] for k in keys])
-        vmin, vmax = min(0.0, float(vals.min())), float(vals.max())
-        if vmax <= vmin:
-            vmax = vmin + 1.0
+        vmin, vmax = _row_range([arrays[k][i] for k in keys])
         for j, k in enumerate(keys):
             ax = axes[i, j]
             img = _image_hwc(images[CAM_PAIR_KEYS[k][0]][i])
@@ -163,6 +153,21 @@ CAM_A1_COLUMNS: tuple[tuple[str | None, str, str], ...] = (
 )
 
 
+def _failed_rows(success: Any, n: int) -> np.ndarray:
+    """``(n,)`` bool: the rows whose attack failed (none when ``success`` is None)."""
+    if success is None:
+        return np.zeros(n, dtype=bool)
+    return ~np.asarray(success.detach().cpu() if hasattr(success, "detach") else success, dtype=bool).reshape(-1)
+
+
+def _row_range(maps: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The common colour range of one image's maps: ``[min(0, lowest), highest]`` (width 1
+    when they are constant)."""
+    vals = np.stack(maps)
+    vmin, vmax = min(0.0, float(vals.min())), float(vals.max())
+    return vmin, (vmax if vmax > vmin else vmin + 1.0)
+
+
 def _map_array(owner: str, key: str, value: Any) -> np.ndarray:
     m = getattr(value, "maps", value)
     m = np.asarray(m.detach().cpu().double() if hasattr(m, "detach") else m, dtype=np.float64)
@@ -210,16 +215,12 @@ def plot_cam_a1(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
     arrays = {k: _map_array(owner, k, v) for k, v in maps.items()}
     n = int(min(n, len(x0), *(len(a) for a in arrays.values())))
     name = (lambda c: classes[int(c)] if classes is not None else str(int(c)))
-    failed = (np.zeros(len(x0), dtype=bool) if success is None else
-              ~np.asarray(success.detach().cpu() if hasattr(success, "detach") else success, dtype=bool).reshape(-1))
+    failed = _failed_rows(success, len(x0))
     images = {"x0": x0, "x_adv": x_adv}
     fig = Figure(figsize=(1.9 * len(CAM_A1_COLUMNS) + 0.6, 1.95 * n + 0.5), dpi=100)
     axes = fig.subplots(n, len(CAM_A1_COLUMNS), squeeze=False)
     for i in range(n):
-        vals = np.stack([arrays[k][i] for k in CAM_PAIR_KEYS])
-        vmin, vmax = min(0.0, float(vals.min())), float(vals.max())
-        if vmax <= vmin:
-            vmax = vmin + 1.0
+        vmin, vmax = _row_range([arrays[k][i] for k in CAM_PAIR_KEYS])
         for j, (key, which, head) in enumerate(CAM_A1_COLUMNS):
             ax = axes[i, j]
             img = _image_hwc(images[which][i])
