@@ -33,6 +33,10 @@ def test_the_study_runs_every_step_of_the_protocol(xu_run):
     assert len(run.steps) == len(Study.from_file(XU, REDUCED).steps) == 69
     html = (out / "index.html").read_text()
     assert "Reproducing Xu et al. 2019 (PSE paper)" in html
+    # the paper's figures: Fig. 5 (one image, several targets), A2, A1, 6, A8, 9
+    for fig in ("psr_targets.png", "psr_attacks.png", "psr_figA3.png", "cam_a1.png", "refine_norms_cw_l2.png",
+                "activation_distance.png", "activation_maps.png", "paper_xu2019.png"):
+        assert (out / fig).is_file() and fig in html, fig
     # every finding of the comparison is measured by this study (none says what is missing)
     assert all(f["verdict"] != "not measured" for f in findings.values()), [
         k for k, f in findings.items() if f["verdict"] == "not measured"]

@@ -7,7 +7,7 @@ from ..results import format_table
 from ..study.views import ReportGroup, Run, StepView
 from .cam import selected_batch
 
-__all__ = ["pse_section", "same_images"]
+__all__ = ["pse_section", "same_images", "several_targets"]
 
 
 def _equal(a, b) -> bool:
@@ -25,6 +25,28 @@ def same_images(steps: list[StepView]) -> list[tuple[StepView, object, object]]:
     name); ``[]`` when no 2 steps share it."""
     from ..viz import PAPER_ATTACKS
 
+    best = _largest_group(steps, lambda ref, b: _equal(_target0(ref), _target0(b)))
+    order = list(PAPER_ATTACKS)
+    return sorted(best, key=lambda it: (order.index(it[0].result.attack) if it[0].result.attack in order
+                                        else len(order), it[0].result.attack))
+
+
+def several_targets(steps: list[StepView]) -> list[tuple[StepView, object, object]]:
+    """Fig. 5: the ``(step, batch, pair maps)`` of the largest set of steps with a ``cam``
+    report reference whose first image is the same (``x0[0]``) under the same attack with a
+    different target each, ordered by target; ``[]`` when fewer than 2."""
+    best = _largest_group(steps, lambda ref, b: ref.attack == b.attack and _target0(ref) is not None
+                          and _target0(b) is not None and not _equal(_target0(ref), _target0(b)))
+    return sorted(best, key=lambda it: int(_target0(it[1])))
+
+
+def _target0(batch):
+    return None if batch.y_target is None else batch.y_target[0]
+
+
+def _largest_group(steps: list[StepView], together) -> list[tuple[StepView, object, object]]:
+    """The largest set (the first on ties; at least 2) of steps with a ``cam`` reference whose
+    first images are equal and whose batches ``together(first_member, batch)`` accepts."""
     found = []
     for s in steps:
         cam, batch = s.input("cam"), selected_batch(s)
@@ -36,18 +58,13 @@ def same_images(steps: list[StepView]) -> list[tuple[StepView, object, object]]:
         b = item[1]
         for g in groups:
             ref = g[0][1]
-            if _equal(ref.x0[0], b.x0[0]) and _equal(None if ref.y_target is None else ref.y_target[0],
-                                                      None if b.y_target is None else b.y_target[0]):
+            if _equal(ref.x0[0], b.x0[0]) and all(together(m[1], b) for m in g):
                 g.append(item)
                 break
         else:
             groups.append([item])
     best = max(groups, key=len, default=[])
-    if len(best) < 2:
-        return []
-    order = list(PAPER_ATTACKS)
-    return sorted(best, key=lambda it: (order.index(it[0].result.attack) if it[0].result.attack in order
-                                        else len(order), it[0].result.attack))
+    return best if len(best) >= 2 else []
 
 
 def pse_section(group: ReportGroup, run: Run) -> Section:
@@ -91,6 +108,17 @@ def pse_section(group: ReportGroup, run: Run) -> Section:
             figures.append((f"Image {index} under {len(rows_a2)} attacks: F(x0, t0), x0, F(x', t) and the PSR "
                             "of the top 70% grids by s on F(x', t) (Fig. A2; the first image every attack "
                             "succeeded on)", run.save_figure(fig, "psr_attacks.png")))
+    rows_5 = [r for r in several_targets(group.steps) if r[1].success is None or bool(r[1].success[0])]
+    if len(rows_5) >= 2:  # the targets the attack reached
+        name = (lambda c: run.classes[int(c)] if run.classes else str(int(c)))
+        fig = plot_psr_attacks([st.result for st, _, _ in rows_5], [pm for _, _, pm in rows_5], rows_5[0][1].x0,
+                               [b.x_adv for _, b, _ in rows_5], 0,
+                               labels=[f"to {name(b.y_target[0])}" for _, b, _ in rows_5], classes=run.classes,
+                               title=f"One image, {len(rows_5)} targets (Fig. 5): {name(rows_5[0][1].y_true[0])} "
+                                     f"under {rows_5[0][1].attack}")
+        figures.append((f"One image, {len(rows_5)} targets ({rows_5[0][1].attack}): F(x0, t0), x0, F(x', t) and the "
+                        "PSR on F(x', t) per target (Fig. 5: the suppression pattern stays, the promotion follows "
+                        "the target)", run.save_figure(fig, "psr_targets.png")))
     res = first.result
     return Section("Promotion-suppression effect of grid perturbations (Figs. 2 and 4, Table 1)", [
         f"Each image is cut into {res.n_grids} grids of {res.size}x{res.size} pixels (the paper's 13x13 on 299x299, "

@@ -276,7 +276,7 @@ def first_common_success(successes: Sequence[Any]) -> int | None:
 
 def plot_psr_attacks(results: Sequence[Any], cams: Sequence[Any], x0: Any, x_adv: Sequence[Any], index: int = 0,
                      labels: Sequence[str] | None = None, classes: Sequence[str] | None = None, top: float = 0.7,
-                     rule: str = "count", alpha: float = 0.75) -> "Figure":
+                     rule: str = "count", alpha: float = 0.75, title: str | None = None) -> "Figure":
     """One image under several attacks (Fig. A2 of the PSE paper).
 
     One row per attack (the paper: C&W, EAD, Str, IFGSM); columns ``F(x0, t0)`` (over
@@ -291,6 +291,8 @@ def plot_psr_attacks(results: Sequence[Any], cams: Sequence[Any], x0: Any, x_adv
         x_adv: per attack ``(N, C, H, W)`` adversarial images (or ``(C, H, W)``).
         index: the image (default 0; :func:`first_common_success` picks one).
         labels: row titles (default: each result's ``attack``).
+        title: the figure's title (default: "One image under k attacks (Fig. A2): t0 -> t";
+            e.g. Fig. 5's one image with several targets).
         classes: class names for the title.
         top, rule, alpha: as :func:`plot_psr_overlay`.
 
@@ -333,6 +335,7 @@ def plot_psr_attacks(results: Sequence[Any], cams: Sequence[Any], x0: Any, x_adv
     what = (f"{name(first.y_true[index])} \u2192 {name(first.target[index])}"
             if first.y_true is not None and first.target is not None else f"image {index}")
     _psr_legend(fig)
-    fig.suptitle(f"One image under {len(results)} attacks (Fig. A2): {what}", fontsize=9)
+    fig.suptitle(title if title is not None else f"One image under {len(results)} attacks (Fig. A2): {what}",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1 - 0.4 / fig.get_figheight()), h_pad=1.2)
     return fig
