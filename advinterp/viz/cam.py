@@ -90,13 +90,7 @@ def plot_cam_overlays(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(CAM_PAIR_KEYS[k][1], fontsize=9)
-        if titles is not None and i < len(titles):
-            label = str(titles[i])
-        elif y_true is not None and target is not None:
-            label = f"{name(y_true[i])} \u2192 {name(target[i])}" + (" (failed)" if failed[i] else "")
-        else:
-            label = f"image {i}"
-        axes[i, 0].set_ylabel(label, fontsize=8)
+        axes[i, 0].set_ylabel(_row_label(i, titles, y_true, target, name, failed), fontsize=8)
     fig.suptitle("CAMs: clean/adversarial \u00d7 true/target class (one colour scale per row)", fontsize=9)
     fig.tight_layout()
     return fig
@@ -158,6 +152,16 @@ def _failed_rows(success: Any, n: int) -> np.ndarray:
     if success is None:
         return np.zeros(n, dtype=bool)
     return ~np.asarray(success.detach().cpu() if hasattr(success, "detach") else success, dtype=bool).reshape(-1)
+
+
+def _row_label(i: int, titles: Sequence[str] | None, y_true: Any, target: Any, name: Any, failed: np.ndarray) -> str:
+    """Row ``i``'s title: ``titles[i]``, else ``"t0 -> t"`` (``" (failed)"`` when the attack
+    failed), else ``"image i"``."""
+    if titles is not None and i < len(titles):
+        return str(titles[i])
+    if y_true is not None and target is not None:
+        return f"{name(y_true[i])} \u2192 {name(target[i])}" + (" (failed)" if failed[i] else "")
+    return f"image {i}"
 
 
 def _row_range(maps: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -233,13 +237,7 @@ def plot_cam_a1(x0: Any, x_adv: Any, maps: Mapping[str, Any], n: int = 4,
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(head, fontsize=9)
-        if titles is not None and i < len(titles):
-            label = str(titles[i])
-        elif y_true is not None and target is not None:
-            label = f"{name(y_true[i])} \u2192 {name(target[i])}" + (" (failed)" if failed[i] else "")
-        else:
-            label = f"image {i}"
-        axes[i, 0].set_ylabel(label, fontsize=8)
+        axes[i, 0].set_ylabel(_row_label(i, titles, y_true, target, name, failed), fontsize=8)
     fig.suptitle("F(x\u2032, t\u2080), F(x\u2080, t\u2080), x\u2080, F(x\u2080, t), F(x\u2032, t) "
                  "(Fig. A1; one colour scale per row)", fontsize=9)
     fig.tight_layout()
