@@ -64,8 +64,8 @@ def _finite(v: Any) -> bool:
 
 def gap(a: float, se_a: float | None, b: float, se_b: float | None) -> tuple[float, float]:
     """``(a - b, sqrt(se_a^2 + se_b^2))``; a missing or non-finite standard error counts as 0
-    (a single image has none), so the verdict then rests on the gap's sign alone only when
-    both are missing -- :func:`gap_verdict` calls that ``not resolved``."""
+    (a single image has none). When both are missing the SE is 0, which :func:`gap_verdict`
+    calls ``not resolved``."""
     sa = se_a if _finite(se_a) else 0.0
     sb = se_b if _finite(se_b) else 0.0
     return float(a - b), float(math.hypot(sa, sb))

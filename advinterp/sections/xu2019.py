@@ -67,15 +67,21 @@ def _size(result: Any) -> int:
         return int(getattr(result, "n_images", 0))
 
 
-def _main_per_attack(steps: list[StepView], key=None) -> dict[str, StepView]:
-    """For each of the paper's attacks, the step over the most pairs (the first on ties)."""
-    out: dict[str, StepView] = {}
+def _largest_by(steps: list[StepView], key) -> dict[Any, StepView]:
+    """For each ``key(step)`` (steps whose key is None are left out), the step over the most
+    pairs (the first on ties), in first-seen order of the keys."""
+    out: dict[Any, StepView] = {}
     for s in steps:
-        a = _attack_of(s)
-        if a not in ATTACKS or (key is not None and not key(s)):
-            continue
-        if a not in out or _size(s.result) > _size(out[a].result):
-            out[a] = s
+        k = key(s)
+        if k is not None and (k not in out or _size(s.result) > _size(out[k].result)):
+            out[k] = s
+    return out
+
+
+def _main_per_attack(steps: list[StepView], key=None) -> dict[str, StepView]:
+    """For each of the paper's attacks, the step over the most pairs, in the paper's order."""
+    out = _largest_by(steps, lambda s: _attack_of(s) if _attack_of(s) in ATTACKS and (key is None or key(s))
+                      else None)
     return {a: out[a] for a in ATTACKS if a in out}
 
 
@@ -189,11 +195,7 @@ def _table2(group: ReportGroup) -> tuple[list[Finding], list[dict]]:
 # ---------------------------------------------------------------------------- Table A1, Fig. 6
 def _table_a1(group: ReportGroup) -> tuple[list[Finding], list[dict]]:
     where = "Table A1, ResNet rows"
-    attacks = {}
-    for s in group.steps:
-        if s.kind == "attack" and s.name in ATTACKS:
-            if s.name not in attacks or _size(s.result) > _size(attacks[s.name].result):
-                attacks[s.name] = s
+    attacks = _largest_by(group.steps, lambda s: s.name if s.kind == "attack" and s.name in ATTACKS else None)
     refines = _main_per_attack(_steps(group, "analyzer", "refine"))
     table, out = [], []
     for a in ATTACKS:
@@ -259,7 +261,7 @@ def _fig7a(group: ReportGroup) -> list[Finding]:
 
 # ---------------------------------------------------------------------------- Fig. A8
 def _is_robust(step: StepView, run: Run) -> bool:
-    name = (getattr(run, "models", None) or {}).get(step.model, "")
+    name = run.models.get(step.model, "")
     return "robust" in step.model.lower() or "robust" in str(name).lower()
 
 
@@ -270,11 +272,7 @@ def _fig_a8(group: ReportGroup, run: Run) -> tuple[list[Finding], list[dict]]:
         return [_missing("Fig. A8: the activation bias jumps at the deep layers", where, "a sharp transition at "
                          "deep layers", "activation_distance steps on the four attacks' batches")], []
     out, table = [], []
-    by: dict[tuple[str, bool], StepView] = {}
-    for s in steps:
-        k = (_attack_of(s), _is_robust(s, run))
-        if k not in by or _size(s.result) > _size(by[k].result):
-            by[k] = s
+    by = _largest_by(steps, lambda s: (_attack_of(s), _is_robust(s, run)))
     for (a, robust), s in by.items():
         r = s.result
         rel = np.array([nanmean(r.relative[:, i]) for i in range(len(r.layers))])
