@@ -90,18 +90,27 @@ class Top1Change(Result):
     def statistics(self) -> dict[str, Any]:
         """The change statistics and accuracies: ``clean_change`` / ``adv_change`` (mean
         confidence change over label-unchanged images), ``clean_n_changed`` / ``adv_n_changed``
-        (images whose label changed), ``clean_acc_before`` / ``_after`` and ``adv_acc_before`` /
+        (images whose label changed), ``clean_abs_change`` / ``adv_abs_change`` (mean ``|conf_after -
+        conf_before|`` over the same images: the "jitter" of the paper's Sec. 4.2), ``clean_acc_before`` / ``_after`` and ``adv_acc_before`` /
         ``_after`` (top-1 equal to ``y_true``), and ``n``."""
         cc, cn = change_statistics(self.clean_label_before, self.clean_conf_before, self.clean_label_after,
                                    self.clean_conf_after)
         ac, an = change_statistics(self.adv_label_before, self.adv_conf_before, self.adv_label_after,
                                    self.adv_conf_after)
         n = len(self.y_true)
+        same_c = np.asarray(self.clean_label_before) == np.asarray(self.clean_label_after)
+        same_a = np.asarray(self.adv_label_before) == np.asarray(self.adv_label_after)
+
+        def jitter(before: np.ndarray, after: np.ndarray, same: np.ndarray) -> float:
+            d = np.abs(np.asarray(after, np.float64) - np.asarray(before, np.float64))[same]
+            return float(d.mean()) if len(d) else float("nan")
 
         def acc(labels: np.ndarray) -> float:
             return float((np.asarray(labels) == self.y_true).mean()) if n else float("nan")
 
         return {"n": n, "clean_change": cc, "clean_n_changed": cn, "adv_change": ac, "adv_n_changed": an,
+                "clean_abs_change": jitter(self.clean_conf_before, self.clean_conf_after, same_c),
+                "adv_abs_change": jitter(self.adv_conf_before, self.adv_conf_after, same_a),
                 "clean_acc_before": acc(self.clean_label_before), "clean_acc_after": acc(self.clean_label_after),
                 "adv_acc_before": acc(self.adv_label_before), "adv_acc_after": acc(self.adv_label_after)}
 
