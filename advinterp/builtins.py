@@ -36,14 +36,18 @@ def advinterp_register_analyzers(register):
     from .analyzers.activation_distance import ActivationDistance
     from .analyzers.activation_maps import ActivationMaps
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
+    from .analyzers.cam_replacement import CamReplacementAnalyzer
     from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
+    from .analyzers.pixel_histogram import PixelHistogramAnalyzer
     from .analyzers.pse import PSEAnalyzer
     from .analyzers.refine import RefineAnalyzer
 
     register(ActivationDistance)
     register(ActivationMaps)
     register(AttackMetricsAnalyzer)
+    register(CamReplacementAnalyzer)
     register(InterpretabilityScoreAnalyzer)
+    register(PixelHistogramAnalyzer)
     register(PSEAnalyzer)
     register(RefineAnalyzer)
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..report import Section
 from ..study.views import ReportGroup, Run
-from . import attacks, cam, data, models, pse, refine
+from . import attacks, cam, data, models, pixels, pse, refine
 
 __all__ = ["SECTIONS", "builtin_section", "paper_section"]
 
@@ -24,6 +24,8 @@ SECTIONS: dict[tuple[str, str], Callable[[ReportGroup, Run], Section]] = {
     ("analyzer", "is"): cam.is_section,
     ("analyzer", "pse"): pse.pse_section,
     ("analyzer", "refine"): refine.refine_section,
+    ("analyzer", "pixel_histogram"): pixels.pixel_histogram_section,
+    ("analyzer", "cam_replacement"): pixels.cam_replacement_section,
 }
 
 
