@@ -1,0 +1,213 @@
+"""Ding et al.'s comparison (``compare = ["ding2023"]``): a run's numbers next to the paper's.
+
+Ding, Tan, Geng, Qin, Cao, Choo, Qin: *Interpreting Universal Adversarial Example Attacks on
+Image Classification Models* (IEEE TDSC; ``shared/seeds/002_…``). The paper's numbers below are
+copied from it (ResNet-50 on ILSVRC2012 val; DAmageNet and the authors' PGD dataset). The run's
+model and data differ (the embedded world's 64-px CNN), so values are not comparable: the
+findings are the paper's *orderings, signs and thresholds*, judged on the run's gap and its
+standard error (:mod:`advinterp.sections.paper`).
+
+Which steps each finding reads (any steps of the run, per adversarial dataset -- the ``batch``
+of the step: an attack step or a pairs data table -- the step over the most pairs):
+
+* Fig. 2: ``pixel_histogram``; Tables 2-3: ``cam_replacement``; Tables 4-7: ``feature_rmse``;
+* Tables 8-9: ``channel_masking``; Tables 10-13: ``filter_scaling`` (``target="first"`` and
+  ``which="most"``: the sensitive filters; ``target="last"``, ``which="least"``: the insensitive);
+* Tables 14-15: ``art.adversarial_training``; Sec. 4.7: ``art.detector`` (the ART plugin).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..report import Section
+from ..stats import nanmean, standard_error
+from ..study.views import ReportGroup, Run, StepView
+from .paper import Finding, comparison_section, gap, gap_verdict, threshold_verdict
+
+__all__ = ["ding2023_section", "PAPER"]
+
+#: The paper's numbers, per dataset ("DAmageNet" / "PGD") where it gives both.
+PAPER: dict[str, Any] = {
+    # Sec. 4.1: mean absolute grey-level difference, DAmageNet vs ImageNet
+    "mean_abs_diff": 4.2,
+    # Tables 2-3, change statistics (confidence %, clean / adversarial) per value 0, 127, 200, 255
+    "replacement": {"DAmageNet": ((-3.2, -2.78), (-0.4, 0.11), (-4.5, -1.49), (-3.0, -0.25)),
+                    "PGD": ((-22.1, -3.04), (-14.9, -3.93), (-17.3, -3.19), (-14.8, -1.90))},
+    # Tables 4-7: the most different maps in the first pooling / activation layers (RMSE ~1100), the
+    # least different in the fifth residual block's activations (~0.09)
+    "rmse_most": "pool_1 / activation_1 (1148.25 ... 1098)", "rmse_least": "activation_42/43 (0.0883)",
+    # Tables 8-9, masking the ten most different maps: change statistics (clean, adversarial)
+    "masking": {"DAmageNet": (7.710, 2.970), "PGD": (1.127, 1.351)},
+    # Tables 10-13, filters x 1.8: (sensitive: first layer, insensitive: last block) x (clean, adversarial)
+    "scaling": {"DAmageNet": {"sensitive": (-0.601, -4.650), "insensitive": (-25.79, -4.656)},
+                "PGD": {"sensitive": (-15.55, -8.221), "insensitive": (-18.58, -18.27)}},
+    # Tables 14-15: training-set size -> (clean acc %, adversarial acc %); baseline in parentheses
+    "training": {"DAmageNet": {"baseline": (41.77, 4.430), 10000: (15.07, 3.891), 20000: (19.21, 5.684),
+                               30000: (29.98, 6.987), 40000: (54.60, 19.739)},
+                 "PGD": {"baseline": (41.77, 0.130), 10000: (25.71, 11.77), 20000: (31.53, 12.21),
+                         30000: (44.98, 15.68), 40000: (67.42, 24.08)}},
+    # Sec. 4.7: the detector on 25000 + 25000 validation images
+    "detector": {"clean_acc": 98.42, "adv_acc": 99.07, "auc": 0.9875},
+}
+
+
+def _f(v: Any, se: Any = None, pct: bool = False) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    k = 100.0 if pct else 1.0
+    if se is None or not np.isfinite(se):
+        return f"{k * v:.3g}"
+    return f"{k * v:.3g} ± {k * se:.2g}"
+
+
+def _dataset(step: StepView) -> str:
+    """The adversarial dataset a step looked at: its batch's step id (an attack step or a
+    pairs data table)."""
+    return str(step.refs.get("batch", "")) or step.id
+
+
+def _size(step: StepView) -> int:
+    r = step.result
+    for attr in ("n", "y_true"):
+        v = getattr(r, attr, None)
+        if v is not None:
+            return int(v) if isinstance(v, (int, np.integer)) else len(v)
+    try:
+        return len(r)
+    except TypeError:
+        return 0
+
+
+def _per_dataset(group: ReportGroup, name: str, key: Callable[[StepView], bool] | None = None) -> dict[str, StepView]:
+    """For each dataset, the ``name`` step (passing ``key``) over the most pairs."""
+    out: dict[str, StepView] = {}
+    for s in group.steps:
+        if s.kind != "analyzer" or s.name != name or (key is not None and not key(s)):
+            continue
+        d = _dataset(s)
+        if d not in out or _size(s) > _size(out[d]):
+            out[d] = s
+    return out
+
+
+def _missing(claim: str, where: str, paper: str, need: str) -> Finding:
+    return Finding(claim, where, paper, "-", None, None, "not measured", f"needs {need}")
+
+
+# ---------------------------------------------------------------------------- Fig. 2
+def _histograms(group: ReportGroup) -> list[Finding]:
+    claim, where = "pixel histograms of clean and adversarial images nearly equal (pooled TV < 0.1)", "Sec. 4.1, Fig. 2"
+    paper = f"mean |diff| {PAPER['mean_abs_diff']} grey levels"
+    steps = _per_dataset(group, "pixel_histogram")
+    if not steps:
+        return [_missing(claim, where, paper, "pixel_histogram steps")]
+    out = []
+    for d, s in steps.items():
+        st = s.result.summary()
+        tv = st["tv_pooled"]
+        out.append(Finding(f"{d}: {claim}", where, paper,
+                           f"mean |diff| {_f(st['mean_abs_diff'], st['mean_abs_diff_se'])} grey levels, pooled TV "
+                           f"{_f(tv)}, per-image TV {_f(st['tv'])}", None, None,
+                           threshold_verdict(None if not np.isfinite(tv) else bool(tv < 0.1))))
+    return out
+
+
+# ---------------------------------------------------------------------------- Tables 2-3
+def _jitter_per_image(change: Any) -> np.ndarray:
+    """Per image ``|clean conf change| - |adversarial conf change|`` where neither label changed
+    (``nan`` elsewhere)."""
+    ok = (np.asarray(change.clean_label_before) == np.asarray(change.clean_label_after)) & \
+         (np.asarray(change.adv_label_before) == np.asarray(change.adv_label_after))
+    d = np.abs(np.asarray(change.clean_conf_after, np.float64) - change.clean_conf_before) - \
+        np.abs(np.asarray(change.adv_conf_after, np.float64) - change.adv_conf_before)
+    return np.where(ok, d, np.nan)
+
+
+def _replacement(group: ReportGroup) -> tuple[list[Finding], list[dict]]:
+    claim = "replacing CAM-region pixels moves the clean confidence more than the adversarial one"
+    where = "Tables 2-3, change statistics"
+    paper = "clean -0.4 ... -22.1 vs adversarial +0.11 ... -3.93 (%)"
+    steps = _per_dataset(group, "cam_replacement")
+    if not steps:
+        return [_missing(claim, where, paper, "cam_replacement steps")], []
+    out, table = [], []
+    for d, s in steps.items():
+        res = s.result
+        per_value = np.stack([_jitter_per_image(c) for c in res.changes]) if len(res.pred_clean) else np.zeros((1, 0))
+        seen = np.isfinite(per_value).any(0)  # images with both labels unchanged for some value
+        per_image = np.where(seen, np.nansum(per_value, 0) / np.maximum(np.isfinite(per_value).sum(0), 1), np.nan)
+        g, se = nanmean(per_image), standard_error(per_image)
+        st = res.statistics()
+        flips_c = sum(r["clean_n_changed"] for r in st)
+        flips_a = sum(r["adv_n_changed"] for r in st)
+        out.append(Finding(f"{d}: {claim}", where, paper,
+                           f"mean |change| clean {_f(nanmean([r['clean_abs_change'] for r in st]), pct=True)} % vs "
+                           f"adversarial {_f(nanmean([r['adv_abs_change'] for r in st]), pct=True)} %; labels "
+                           f"changed {flips_c} vs {flips_a} (of {len(res.pred_clean)} x {len(st)})",
+                           100 * g, 100 * se, gap_verdict(g, se)))
+        for r in st:
+            table.append({"dataset": d, "value": r["value"], "run clean %": _f(r["clean_change"], pct=True),
+                          "run adv %": _f(r["adv_change"], pct=True), "run labels changed (clean / adv)":
+                          f"{r['clean_n_changed']} / {r['adv_n_changed']}",
+                          "paper DAmageNet (clean / adv)": " / ".join(
+                              f"{v:+.3g}" for v in PAPER["replacement"]["DAmageNet"][[0, 127, 200, 255].index(
+                                  r["value"])]) if r["value"] in (0, 127, 200, 255) else "-",
+                          "paper PGD (clean / adv)": " / ".join(
+                              f"{v:+.3g}" for v in PAPER["replacement"]["PGD"][[0, 127, 200, 255].index(
+                                  r["value"])]) if r["value"] in (0, 127, 200, 255) else "-"})
+    return out, table
+
+
+# ---------------------------------------------------------------------------- Tables 4-7
+def _rmse(group: ReportGroup) -> list[Finding]:
+    claim = "the most different feature maps lie in earlier layers than the least different ones"
+    where = "Tables 4-7"
+    paper = f"most: {PAPER['rmse_most']}; least: {PAPER['rmse_least']}"
+    steps = _per_dataset(group, "feature_rmse")
+    if not steps:
+        return [_missing(claim, where, paper, "feature_rmse steps")]
+    out = []
+    for d, s in steps.items():
+        res = s.result
+        L = max(len(res.layers) - 1, 1)
+        most = [e["layer_index"] / L for e in res.most(10)]
+        least = [e["layer_index"] / L for e in res.least(10)]
+        if not most or not least:
+            out.append(_missing(f"{d}: {claim}", where, paper, "pairs with finite RMSE"))
+            continue
+        g, se = gap(nanmean(least), standard_error(least), nanmean(most), standard_error(most))
+        names = lambda es: ", ".join(sorted({e["layer"] for e in es}))  # noqa: E731
+        out.append(Finding(f"{d}: {claim}", where, paper,
+                           f"depth (0 first layer, 1 last) of the ten most different {_f(nanmean(most))} "
+                           f"({names(res.most(10))}) vs ten least {_f(nanmean(least))} ({names(res.least(10))})",
+                           g, se, gap_verdict(g, se)))
+    return out
+
+
+def ding2023_section(group: ReportGroup, run: Run) -> Section:
+    """The comparison with Ding et al.: every finding the run has the steps for, judged."""
+    findings: list[Finding] = []
+    tables: list[tuple[str, list[dict]]] = []
+    findings += _histograms(group)
+    f, t = _replacement(group)
+    findings += f
+    if t:
+        tables.append(("Tables 2-3: change statistics, the paper's and the run's", t))
+    findings += _rmse(group)
+    for extra in _EXTRA:
+        f, t = extra(group)
+        findings += f
+        tables += t
+    intro = [
+        "Ding et al. (IEEE TDSC) interpret universal adversarial datasets (DAmageNet, a PGD set) on ResNet-50 / "
+        "ImageNet. This run's model and data differ, so the numbers are not comparable; each finding is the "
+        "paper's ordering, sign or threshold, checked on the run's own numbers. A dataset of the run is the "
+        "batch its steps analysed (an attack step or a pairs folder)."]
+    return comparison_section("Reproducing Ding et al.", intro, findings, run, "ding2023", tables=tables)
+
+
+#: The findings of the later tables (masking, scaling, training, detector): functions
+#: ``group -> (findings, [(title, rows)])``, appended below.
+_EXTRA: list[Callable[[ReportGroup], tuple[list[Finding], list[tuple[str, list[dict]]]]]] = []
