@@ -212,6 +212,31 @@ def _close(name: str, known: list[str]) -> str:
     return f"Did you mean {', '.join(repr(c) for c in close)}? " if close else ""
 
 
+#: The ``params`` of a ``pairs = "PATH"`` data table (keywords of ``PairsFolder``; relative
+#: ``clean`` / ``adversarial`` / ``labels`` paths are taken inside PATH).
+_PAIRS_PARAMS = ("size", "classes", "clean", "adversarial", "labels", "match", "unmatched")
+
+
+def _check_pairs_params(ctx: "_Ctx", w: tuple, params: Any) -> None:
+    """A pairs table's params: known keys, and ``match`` / ``unmatched`` among their choices."""
+    if not isinstance(params, dict):
+        return  # None, or not a table: _table reports it
+    for key, value in params.items():
+        if key not in _PAIRS_PARAMS:
+            raise ctx.error(w + ("params", key), "unknown parameter of pairs data.",
+                            f"{_close(key, list(_PAIRS_PARAMS))}A pairs table takes {', '.join(_PAIRS_PARAMS)}.")
+    choices = {"match": ("stem", "path", "name"), "unmatched": ("error", "skip")}
+    for key, allowed in choices.items():
+        if key in params and params[key] not in allowed:
+            raise ctx.error(w + ("params", key), f"{params[key]!r} is not one of {', '.join(map(repr, allowed))}.",
+                            'E.g. match = "stem" (a.png pairs with a.JPEG) and unmatched = "skip" (keep the '
+                            "pairs that match).")
+    for key in ("clean", "adversarial", "labels"):
+        if key in params and not isinstance(params[key], str):
+            raise ctx.error(w + ("params", key), f"expected a path string, got {params[key]!r}.",
+                            "Relative paths are taken inside the pairs folder.")
+
+
 # ---------------------------------------------------------------------------- values
 def _tomllib():
     try:
@@ -333,6 +358,8 @@ def parse_study(text: str, path: Path | None = None, overrides: Mapping[str, Any
         if extra:
             raise ctx.error(w + (extra[0],), "unknown key.", f"A data table has {kinds[0]} and params.")
         name = _str(ctx, w + (kinds[0],), table[kinds[0]])
+        if kinds[0] == "pairs":
+            _check_pairs_params(ctx, w, table.get("params"))
         data[did] = DataSpec(did, kinds[0], name, dict(_table(ctx, w + ("params",), table.get("params"))),
                              f"data.{did}")
 
