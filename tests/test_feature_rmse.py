@@ -155,3 +155,77 @@ def test_empty_batch_gives_nan_and_model_unchanged():
     back = FeatureRMSE.load(FeatureRMSEAnalyzer().analyze(model, toy_batch(model)).save(
         __import__("tempfile").mkdtemp() + "/r.pt"))
     assert back.ranking()[0]["name"]
+
+
+STUDY = """
+title = "feature maps"
+seed = 0
+
+[models.m]
+model = "counting-toy"
+
+[data.d]
+dataset = "toy-data"
+params = { n = 12 }
+
+[[steps]]
+id = "pgd"
+attack = "pgd"
+params = { eps = 0.0627, eps_step = 0.0157, max_iter = 5, num_random_init = 0 }
+
+[[steps]]
+id = "rmse"
+analyzer = "feature_rmse"
+batch = "pgd"
+params = { batch_size = 5 }
+
+[[steps]]
+id = "mask"
+analyzer = "channel_masking"
+batch = "pgd"
+context = { rmse = "rmse" }
+params = { k = 3, fractions = [0, 0.25, 0.5] }
+
+[[steps]]
+id = "scale.first"
+analyzer = "filter_scaling"
+batch = "pgd"
+context = { rmse = "rmse" }
+params = { k = 3 }
+
+[[steps]]
+id = "scale.last"
+analyzer = "filter_scaling"
+batch = "pgd"
+context = { rmse = "rmse" }
+params = { k = 3, target = "last", which = "least" }
+"""
+
+
+def test_study_chains_rmse_into_masking_and_scaling_and_builds_the_report(tmp_path, fresh_registry):
+    import json
+    import sys
+    from pathlib import Path
+
+    from advinterp.study import Study
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import study_fixtures
+
+    study_fixtures.register()
+    run = Study.from_text(STUDY, tmp_path / "study.toml").run(tmp_path / "run", log=lambda *_: None)
+    rmse = run.steps["rmse"].result
+    mask = run.steps["mask"].result
+    assert mask.source == "context" and mask.channels == tuple(e["name"] for e in rmse.most(3))
+    first, last = run.steps["scale.first"].result, run.steps["scale.last"].result
+    assert first.channels == tuple(e["name"] for e in rmse.most(3, layers=["inner.features.conv1"]))
+    assert last.channels == tuple(e["name"] for e in rmse.least(3, layers=["inner.features.conv2"]))
+    html = (run.out / "index.html").read_text()
+    for title in ("Feature-map differences", "Masking the most different feature maps",
+                  "Scaling the filters of sensitive"):
+        assert title in html
+    names = {p.name for p in run.out.rglob("*.png")}
+    assert {"feature_rmse_layers.png", "feature_maps_rmse.png", "channel_masking_sweep.png"} <= names
+    summary = json.loads((run.out / "summary.json").read_text())
+    assert [r["step"] for r in summary["filter_scaling"]] == ["scale.first", "scale.last"]
+    assert summary["feature_rmse"][0]["n"] == 12
