@@ -1,4 +1,5 @@
-"""The ``advinterp`` command: ``list``, ``run STUDY.toml``, ``report RUN_DIR`` and ``demo``."""
+"""The ``advinterp`` command: ``list``, ``run STUDY.toml``, ``report RUN_DIR``, ``demo`` and
+``pairs build`` / ``pairs check`` (folders of clean/adversarial pairs)."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +87,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_arg(option: str, text: str | None) -> dict:
+    """``--params``-style JSON object (``{}`` when not given)."""
+    import json
+
+    from .exceptions import ParameterError
+
+    example = "a JSON object, e.g. '{\"eps\": 0.03}'"
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ParameterError("advinterp pairs build", option, text, example, f"({e})") from None
+    if not isinstance(value, dict):
+        raise ParameterError("advinterp pairs build", option, text, example)
+    return value
+
+
+def _cmd_pairs_build(args: argparse.Namespace) -> int:
+    from .datasets.pairs_writer import build_pairs, read_manifest
+
+    pairs = build_pairs(args.attack, args.model, args.data, args.out, params=_json_arg("--params", args.params),
+                        model_params=_json_arg("--model-params", args.model_params),
+                        data_params=_json_arg("--data-params", args.data_params), shard_size=args.shard_size,
+                        seed=args.seed, n=args.n, start=args.start, progress=not args.no_progress)
+    m = read_manifest(args.out) or {}
+    rate = m.get("success_rate")
+    print(f"{args.out}: {len(pairs)} pairs ({m.get('n')} recorded in {len(m.get('shards', {}))} shard(s)); "
+          f"attack success on the 8-bit images: {'n/a' if rate is None else f'{rate:.3f}'}")
+    return 0
+
+
+def _cmd_pairs_check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .datasets.pairs import PairsFolder
+    from .datasets.pairs_writer import read_manifest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped files are printed below
+        pairs = PairsFolder(args.dir, size="original", clean=args.clean, adversarial=args.adversarial,
+                            labels=args.labels, match=args.match, unmatched="skip")
+    lost = pairs.skipped
+    print(f"{args.dir}: {len(pairs)} matched pair(s) (match={args.match!r}); "
+          f"{len(lost['clean'])} clean and {len(lost['adversarial'])} adversarial image(s) without a partner")
+    for side in ("clean", "adversarial"):
+        if lost[side]:
+            more = f" ... ({len(lost[side]) - 5} more)" if len(lost[side]) > 5 else ""
+            print(f"  unmatched {side}: {', '.join(lost[side][:5])}{more}")
+    named = f" of {len(pairs.classes)} named" if pairs.classes is not None else ""
+    print(f"  labels: {len(set(pairs.targets))} class(es) in use{named}")
+    m = read_manifest(args.dir) if args.clean is None and args.adversarial is None else None
+    if m is not None:
+        rate = m.get("success_rate")
+        print(f"  manifest: attack {m.get('attack')} {m.get('params')}, model {m.get('model')} "
+              f"({str(m.get('model_fingerprint'))[:12]}), seed {m.get('seed')}, data {m.get('data')}")
+        print(f"  shards: {len(m.get('shards', {}))} done (size {m.get('shard_size')}), {m.get('n')} pairs, "
+              f"attack success on the 8-bit images {'n/a' if rate is None else f'{rate:.3f}'}")
+    return 1 if lost["clean"] or lost["adversarial"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .kinds import KIND_NAMES
@@ -121,6 +183,35 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")
     pd.add_argument("--print-study", action="store_true", help="print the demo's study file and exit")
     pd.set_defaults(func=_cmd_demo)
+
+    pp = sub.add_parser("pairs", help="folders of clean/adversarial pairs: build one with an attack, or check one")
+    psub = pp.add_subparsers(dest="pairs_command", required=True)
+    pb = psub.add_parser("build", help="attack a dataset and write DIR/clean, DIR/adversarial (8-bit PNG) and "
+                                      "DIR/manifest.json; resumable by shard")
+    pb.add_argument("--attack", required=True, help="a registered attack (advinterp list attack)")
+    pb.add_argument("--params", default=None, help="the attack's parameters as JSON, e.g. '{\"eps\": 0.03}'")
+    pb.add_argument("--model", required=True, help="a registered model (advinterp list model)")
+    pb.add_argument("--model-params", default=None, help="the model's parameters as JSON")
+    pb.add_argument("--data", required=True, help="a registered dataset (advinterp list dataset)")
+    pb.add_argument("--data-params", default=None,
+                    help="the dataset's parameters as JSON, e.g. '{\"n\": 64, \"split\": \"test\"}'")
+    pb.add_argument("--out", required=True, help="the pairs folder (a build of the same run there is resumed)")
+    pb.add_argument("--shard-size", type=int, default=64, help="images per shard, the unit of resumption (default 64)")
+    pb.add_argument("--seed", type=int, default=0, help="seeds the attack and random targets (default 0)")
+    pb.add_argument("--n", type=int, default=None, help="how many images (default all)")
+    pb.add_argument("--start", type=int, default=0, help="first image (default 0)")
+    pb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb.set_defaults(func=_cmd_pairs_build)
+    pc = psub.add_parser("check", help="count a folder's pairs, list files without a partner, summarise its "
+                                      "manifest.json (exit 1 when some file has no partner)")
+    pc.add_argument("dir", help="the pairs folder (holding clean/ and adversarial/, or the folder the relative "
+                                "paths below are taken in)")
+    pc.add_argument("--clean", default=None, help="the clean images' folder (default DIR/clean)")
+    pc.add_argument("--adversarial", default=None, help="the adversarial images' folder (default DIR/adversarial)")
+    pc.add_argument("--labels", default=None, help="a labels file ('name label' lines, or CSV file,label)")
+    pc.add_argument("--match", default="stem", choices=["stem", "path", "name"],
+                    help="how files pair: stem (default: same relative path, any extension), path, name")
+    pc.set_defaults(func=_cmd_pairs_check)
     return p
 
 
