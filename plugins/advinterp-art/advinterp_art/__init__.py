@@ -43,6 +43,14 @@ def advinterp_register_attacks(register):
         register(cls)
 
 
+@advinterp.hookimpl
+def advinterp_register_analyzers(register):
+    """``art.adversarial_training`` (B8, Tables 14-15) and ``art.detector`` (B9, Fig. 5)."""
+    from .adversarial_training import AdversarialTrainingAnalyzer
+
+    register(AdversarialTrainingAnalyzer)
+
+
 # ---------------------------------------------------------------- the reverse direction (imports ART)
 def as_art_evasion_attack(attack_cls):
     """An ART ``EvasionAttack`` subclass running a native advinterp attack (class or name).
