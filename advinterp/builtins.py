@@ -37,6 +37,9 @@ def advinterp_register_analyzers(register):
     from .analyzers.activation_maps import ActivationMaps
     from .analyzers.attack_metrics import AttackMetricsAnalyzer
     from .analyzers.cam_replacement import CamReplacementAnalyzer
+    from .analyzers.channel_masking import ChannelMaskingAnalyzer
+    from .analyzers.feature_rmse import FeatureRMSEAnalyzer
+    from .analyzers.filter_scaling import FilterScalingAnalyzer
     from .analyzers.interpretability_score import InterpretabilityScoreAnalyzer
     from .analyzers.pixel_histogram import PixelHistogramAnalyzer
     from .analyzers.pse import PSEAnalyzer
@@ -46,6 +49,9 @@ def advinterp_register_analyzers(register):
     register(ActivationMaps)
     register(AttackMetricsAnalyzer)
     register(CamReplacementAnalyzer)
+    register(ChannelMaskingAnalyzer)
+    register(FeatureRMSEAnalyzer)
+    register(FilterScalingAnalyzer)
     register(InterpretabilityScoreAnalyzer)
     register(PixelHistogramAnalyzer)
     register(PSEAnalyzer)
@@ -90,8 +96,10 @@ def advinterp_register_models(register):
 
 @hookimpl
 def advinterp_register_papers(register):
+    from .sections.ding2023 import ding2023_section
     from .sections.xu2019 import xu2019_section
 
+    register(ding2023_section, "ding2023")
     register(xu2019_section, "xu2019")
 
 
@@ -131,11 +139,17 @@ def synthetic_broden_dataset(n: int = 200, split: str = "val", size: int = 64, s
     return synthetic_broden(n=n, split=split, size=size, seed=seed)
 
 
-def pairs_folder_dataset(root: str, size: int = 224, classes=None):
-    """Clean/adversarial pairs: ``root/clean/<class>/<img>`` and ``root/adversarial/<class>/<img>``."""
+def pairs_folder_dataset(root: str | None = None, size: int | str | None = 224, classes=None,
+                         clean: str | None = None, adversarial: str | None = None, labels: str | None = None,
+                         match: str = "stem", unmatched: str = "error"):
+    """Clean/adversarial pairs: ``root/clean/<class>/<img>`` and ``root/adversarial/<class>/<img>``,
+    or ``clean=`` / ``adversarial=`` folders (class trees or flat, e.g. DAmageNet beside ILSVRC val)
+    with ``labels=`` a ``name label`` file; files pair by ``match`` ("stem": same relative path, any
+    extension; "path"; "name"); ``unmatched`` "error" (default) or "skip"; ``size`` 224 or "original"."""
     from .datasets.pairs import PairsFolder
 
-    return PairsFolder(root, size=size, classes=classes)
+    return PairsFolder(root, size=size, classes=classes, clean=clean, adversarial=adversarial, labels=labels,
+                       match=match, unmatched=unmatched)
 
 
 def imagenet_folder_dataset(root: str, size: int = 224, classes=None):

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..report import Section
 from ..study.views import ReportGroup, Run
-from . import attacks, cam, data, models, pixels, pse, refine
+from . import attacks, cam, data, feature_maps, models, pixels, pse, refine
 
 __all__ = ["SECTIONS", "builtin_section", "paper_section"]
 
@@ -24,6 +24,9 @@ SECTIONS: dict[tuple[str, str], Callable[[ReportGroup, Run], Section]] = {
     ("analyzer", "is"): cam.is_section,
     ("analyzer", "pse"): pse.pse_section,
     ("analyzer", "refine"): refine.refine_section,
+    ("analyzer", "feature_rmse"): feature_maps.feature_rmse_section,
+    ("analyzer", "channel_masking"): feature_maps.channel_masking_section,
+    ("analyzer", "filter_scaling"): feature_maps.filter_scaling_section,
     ("analyzer", "pixel_histogram"): pixels.pixel_histogram_section,
     ("analyzer", "cam_replacement"): pixels.cam_replacement_section,
 }

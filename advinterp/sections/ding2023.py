@@ -211,3 +211,96 @@ def ding2023_section(group: ReportGroup, run: Run) -> Section:
 #: The findings of the later tables (masking, scaling, training, detector): functions
 #: ``group -> (findings, [(title, rows)])``, appended below.
 _EXTRA: list[Callable[[ReportGroup], tuple[list[Finding], list[tuple[str, list[dict]]]]]] = []
+
+
+# ---------------------------------------------------------------------------- Tables 8-13
+def _changes(change: Any, side: str) -> np.ndarray:
+    """Per image the confidence change (after - before) of ``side`` ("clean" / "adv") where its
+    label did not change (``nan`` elsewhere): the terms of the change-statistics row."""
+    same = np.asarray(getattr(change, f"{side}_label_before")) == np.asarray(getattr(change, f"{side}_label_after"))
+    d = np.asarray(getattr(change, f"{side}_conf_after"), np.float64) - getattr(change, f"{side}_conf_before")
+    return np.where(same, d, np.nan)
+
+
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    return nanmean(v), standard_error(v)
+
+
+def _masking(group: ReportGroup) -> tuple[list[Finding], list[tuple[str, list[dict]]]]:
+    claim = "masking the ten most different feature maps does not defend (adversarial accuracy gains < 0.1)"
+    where = "Tables 8-9, Sec. 4.4"
+    paper = ("change statistics DAmageNet +7.71 / +2.97, PGD +1.13 / +1.35 (clean / adv, %); 'no useful for "
+             "defending'")
+    steps = _per_dataset(group, "channel_masking")
+    if not steps:
+        return [_missing(claim, where, paper, "channel_masking steps")], []
+    out, rows = [], []
+    for d, s in steps.items():
+        res = s.result
+        st = res.change.statistics()
+        gain = st["adv_acc_after"] - st["adv_acc_before"]
+        sweep = [f"{f:g}: {_f(c)} / {_f(a)}" for f, c, a in zip(res.fractions, res.clean_accuracy, res.adv_accuracy)]
+        out.append(Finding(f"{d}: {claim}", where, paper,
+                           f"change statistics {_f(st['clean_change'], pct=True)} / {_f(st['adv_change'], pct=True)} %;"
+                           f" adversarial accuracy {_f(st['adv_acc_before'])} -> {_f(st['adv_acc_after'])}, clean "
+                           f"{_f(st['clean_acc_before'])} -> {_f(st['clean_acc_after'])}; sweep (fraction: clean / "
+                           f"adv acc) {'; '.join(sweep)}", None, None,
+                           threshold_verdict(None if not np.isfinite(gain) else bool(gain < 0.1))))
+        rows.append({"dataset": d, "run clean %": _f(st["clean_change"], pct=True),
+                     "run adv %": _f(st["adv_change"], pct=True),
+                     "paper DAmageNet": " / ".join(f"{v:+.4g}" for v in PAPER["masking"]["DAmageNet"]),
+                     "paper PGD": " / ".join(f"{v:+.4g}" for v in PAPER["masking"]["PGD"])})
+    return out, [("Tables 8-9: change statistics after masking (clean / adversarial)", rows)]
+
+
+def _is_sensitive(s: StepView) -> bool:
+    return s.params.get("target") == "first" and s.params.get("which", "most") == "most"
+
+
+def _is_insensitive(s: StepView) -> bool:
+    return s.params.get("target") == "last" and s.params.get("which") == "least"
+
+
+def _scaling(group: ReportGroup) -> tuple[list[Finding], list[tuple[str, list[dict]]]]:
+    where = "Tables 10-13, Sec. 4.5"
+    sens = _per_dataset(group, "filter_scaling", _is_sensitive)
+    insens = _per_dataset(group, "filter_scaling", _is_insensitive)
+    need = 'filter_scaling steps with target = "first", which = "most" and target = "last", which = "least"'
+    p = PAPER["scaling"]
+    if not sens and not insens:
+        return [_missing("scaling filters by 1.8 lowers the confidence of clean and adversarial images", where,
+                         "sensitive: -0.60 / -4.65 (DAmageNet), -15.6 / -8.22 (PGD)", need)], []
+    out, rows = [], []
+    for kind, steps in (("sensitive (first conv, most different)", sens),
+                        ("insensitive (last stage, least different)", insens)):
+        key = "sensitive" if kind.startswith("sensitive") else "insensitive"
+        paper = (f"DAmageNet {p['DAmageNet'][key][0]:+.4g} / {p['DAmageNet'][key][1]:+.4g}, PGD "
+                 f"{p['PGD'][key][0]:+.4g} / {p['PGD'][key][1]:+.4g} (clean / adv, %)")
+        for d, s in steps.items():
+            ch = s.result.change
+            for side, what in (("clean", "clean"), ("adv", "adversarial")):
+                m, se = _mean_se(_changes(ch, side))
+                out.append(Finding(f"{d}: scaling the {kind} filters x{s.params.get('factor', 1.8):g} lowers the "
+                                   f"{what} confidence", where, paper, f"{_f(m, se, pct=True)} %",
+                                   -100 * m, 100 * se, gap_verdict(-m, se)))
+            st = ch.statistics()
+            rows.append({"dataset": d, "filters": key, "run clean %": _f(st["clean_change"], pct=True),
+                         "run adv %": _f(st["adv_change"], pct=True),
+                         "run acc clean / adv": f"{_f(st['clean_acc_before'])} -> {_f(st['clean_acc_after'])} / "
+                                                f"{_f(st['adv_acc_before'])} -> {_f(st['adv_acc_after'])}",
+                         "paper DAmageNet": " / ".join(f"{v:+.4g}" for v in p["DAmageNet"][key]),
+                         "paper PGD": " / ".join(f"{v:+.4g}" for v in p["PGD"][key])})
+    for d in sens:
+        if d not in insens:
+            continue
+        a = _changes(insens[d].result.change, "clean")
+        b = _changes(sens[d].result.change, "clean")
+        g, se = gap(-nanmean(a), standard_error(a), -nanmean(b), standard_error(b))
+        out.append(Finding(f"{d}: the insensitive filters lower the clean confidence more than the sensitive ones",
+                           where, "DAmageNet -25.8 vs -0.60, PGD -18.6 vs -15.6 (%)",
+                           f"{_f(nanmean(a), standard_error(a), pct=True)} vs "
+                           f"{_f(nanmean(b), standard_error(b), pct=True)} %", 100 * g, 100 * se, gap_verdict(g, se)))
+    return out, [("Tables 10-13: change statistics after scaling filters (clean / adversarial)", rows)]
+
+
+_EXTRA += [_masking, _scaling]
