@@ -47,8 +47,19 @@ def advinterp_register_attacks(register):
 def advinterp_register_analyzers(register):
     """``art.adversarial_training`` (B8, Tables 14-15) and ``art.detector`` (B9, Fig. 5)."""
     from .adversarial_training import AdversarialTrainingAnalyzer
+    from .detector import DetectorAnalyzer
 
     register(AdversarialTrainingAnalyzer)
+    register(DetectorAnalyzer)
+
+
+@advinterp.hookimpl
+def advinterp_report_section(group, run):
+    """The sections of ``art.adversarial_training`` (Tables 14-15) and ``art.detector`` (Fig. 5)."""
+    from .report import SECTIONS
+
+    section = SECTIONS.get((group.kind, group.name))
+    return None if section is None else section(group, run)
 
 
 # ---------------------------------------------------------------- the reverse direction (imports ART)

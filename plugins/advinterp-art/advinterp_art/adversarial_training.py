@@ -356,7 +356,6 @@ class AdversarialTraining(Result):
             ``"batch"`` (the training pairs themselves: no ``val`` given).
         train_attack, val_attack: the attacks of the training and validation batches.
         epochs, lr, batch_size, seed, mix_clean, on_the_fly: the parameters.
-        seconds: ``(S,)`` wall-clock time of each fine-tuning.
     """
 
     sizes: tuple[int, ...]
@@ -375,7 +374,6 @@ class AdversarialTraining(Result):
     seed: int = 0
     mix_clean: bool = False
     on_the_fly: str | None = None
-    seconds: np.ndarray | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per size: accuracies after fine-tuning, the baselines and the gains."""
@@ -452,8 +450,6 @@ class AdversarialTrainingAnalyzer(Analyzer):
                                  "On the fly, ART's ratio mixes clean and adversarial images (ratio=1.0 here).")
 
     def _analyze(self, model: ModelAdapter, batch: AdversarialBatch, **context: Any) -> AdversarialTraining:
-        import time
-
         owner = f"{type(self).__name__}.analyze"
         val = context.get("val")
         if val is None:
@@ -476,14 +472,13 @@ class AdversarialTrainingAnalyzer(Analyzer):
         base_c, base_a = _accuracy(model, val.x0, y_val, ebs), _accuracy(model, val.x_adv, y_val, ebs)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(self.seed)))
         y = batch.y_true.detach().cpu()
-        clean, adv, secs = [], [], []
+        clean, adv = [], []
         losses = np.full((len(self.sizes), int(self.epochs)), np.nan)
         attack_params = self.attack_params
         if self.on_the_fly is not None and attack_params is None and batch.attack == self.on_the_fly:
             attack_params = {k: v for k, v in (batch.params or {}).items()}
         for i, s in enumerate(progress_bar(list(self.sizes), desc="adversarial training: sizes")):
             idx = order[:s]
-            t0 = time.perf_counter()
             if self.on_the_fly is None:
                 tuned = adversarial_finetune(
                     model, batch.x_adv[idx.to(batch.x_adv.device)], y[idx], epochs=int(self.epochs), lr=float(self.lr),
@@ -495,7 +490,6 @@ class AdversarialTrainingAnalyzer(Analyzer):
                     model, None, y[idx], epochs=int(self.epochs), lr=float(self.lr), batch_size=int(self.batch_size),
                     seed=int(self.seed), x_clean=batch.x0[idx.to(batch.x0.device)], on_the_fly=self.on_the_fly,
                     attack_params=attack_params)
-            secs.append(time.perf_counter() - t0)
             clean.append(_accuracy(tuned, val.x0, y_val, ebs))
             adv.append(_accuracy(tuned, val.x_adv, y_val, ebs))
         return AdversarialTraining(
@@ -503,7 +497,7 @@ class AdversarialTrainingAnalyzer(Analyzer):
             adv_acc=np.asarray(adv, np.float64), baseline_clean=base_c, baseline_adv=base_a, train_loss=losses,
             n_val=len(val.x0), validated_on=validated_on, train_attack=batch.attack or "", val_attack=val.attack or "",
             epochs=int(self.epochs), lr=float(self.lr), batch_size=int(self.batch_size), seed=int(self.seed),
-            mix_clean=bool(self.mix_clean), on_the_fly=self.on_the_fly, seconds=np.asarray(secs, np.float64))
+            mix_clean=bool(self.mix_clean), on_the_fly=self.on_the_fly)
 
 
 def _accuracy(model: ModelAdapter, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
