@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +137,9 @@ def test_manifest_of_another_build_is_refused(tmp_path, world, noise):
     robust = advinterp.get_model("synthetic-cnn-robust")
     with pytest.raises(DatasetFormatError, match="model_fingerprint"):
         build_pairs(noise, robust, data, tmp_path / "p", n=3, shard_size=3, progress=False)
+    with pytest.raises(DatasetFormatError, match="classes: folder"):
+        build_pairs(noise, model, data, tmp_path / "p", n=3, shard_size=3, progress=False,
+                    classes=[f"c{i}" for i in range(12)])
     assert Noise.calls == [3]
 
 
@@ -186,6 +188,10 @@ def test_damagenet_layout_pairs_png_with_jpeg_by_stem(tmp_path):
     # relative clean/adversarial/labels are taken inside root; size=224 is the ImageNet transform
     same = PairsFolder(tmp_path, clean="val", adversarial="damagenet", labels="val.txt", size=32)
     assert same.targets == pairs.targets and same[0][1].shape == (3, 32, 32)
+    # the registered factory takes the same keywords
+    reg = advinterp.get_dataset("pairs-folder", root=str(tmp_path), clean="val", adversarial="damagenet",
+                                labels="val.txt", match="name", size="original")
+    assert reg.targets == pairs.targets and torch.equal(reg.tensors()[1], xa)
     # match="path" keeps the extension, so nothing pairs: the promised error, with the fix
     with pytest.raises(DatasetFormatError, match=r"5 clean image\(s\) without an adversarial partner "
                                                  r"\(ILSVRC2012_val_00000001.JPEG.*unmatched=\"skip\""):

@@ -11,8 +11,8 @@ Runs any registered attack over a clean dataset and writes the pairs in the layo
 name of its label (``data.classes``) or the label itself (``0003``). The work is cut into
 shards of ``shard_size`` consecutive items; a shard's images are written first, then the
 shard is recorded in the manifest (atomically), so an interrupted build resumes at the first
-shard not recorded. A manifest of another attack, parameters, model, seed, dataset, start or
-shard size is an error: such a folder is not extended with different pairs.
+shard not recorded. A manifest of another attack, parameters, model, seed, dataset, start,
+shard size or class names is an error: such a folder is not extended with different pairs.
 
 ``manifest.json`` fields: ``format`` (``"advinterp-pairs/1"``), ``attack``, ``params`` (the
 attack's parameters), ``seed``, ``model`` (name) and ``model_fingerprint`` (sha256 of its
@@ -50,7 +50,8 @@ __all__ = ["build_pairs", "read_manifest", "quantize", "FORMAT"]
 FORMAT = "advinterp-pairs/1"
 _OWNER = "build_pairs"
 #: Manifest fields that must be equal for a rerun to add to a folder.
-_IDENTITY = ("attack", "params", "seed", "model_fingerprint", "data", "start", "shard_size", "size", "targeted")
+_IDENTITY = ("attack", "params", "seed", "model_fingerprint", "data", "start", "shard_size", "size", "targeted",
+             "classes")
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +207,7 @@ def build_pairs(attack: Any, model: Any, data: Any, root: str | Path, *,
         "attack": attack.name or type(attack).__name__, "params": _jsonable(attack.get_params()), "seed": int(seed),
         "model_fingerprint": fp0["weights"], "data": _describe_data(data, data_name, data_params),
         "start": int(start), "shard_size": int(shard_size), "size": size,
-        "targeted": bool(getattr(attack, "targeted", False)),
+        "targeted": bool(getattr(attack, "targeted", False)), "classes": names,
     }
     root = Path(root).expanduser()
     manifest = read_manifest(root)
@@ -219,8 +220,7 @@ def build_pairs(attack: Any, model: Any, data: Any, root: str | Path, *,
                 "folder (--out), or delete this one to rebuild it.")
     else:
         manifest = {"format": FORMAT, **ident, "model": model_name or getattr(adapter, "name", None) or
-                    type(adapter.module).__name__, "classes": names, "shards": {}}
-    manifest["classes"] = names
+                    type(adapter.module).__name__, "shards": {}}
     root.mkdir(parents=True, exist_ok=True)
 
     def folder(y: int) -> str:
