@@ -13,6 +13,13 @@
   ``advinterp_art.<Name>Attack`` exists for every registered native attack (``PGDAttack``;
   ``CWL2Attack``, ``EADAttack``, ``STRAttack`` once those are registered).
 
+* **Defences** (Ding et al. Secs. 4.6-4.7): the analyzers ``art.adversarial_training``
+  (:mod:`advinterp_art.adversarial_training`: fine-tuning on adversarial examples with their
+  true labels, per training-set size, Tables 14-15) and ``art.detector``
+  (:mod:`advinterp_art.detector`: a clean-vs-adversarial detector trained through ART's
+  ``BinaryInputDetector``, per-class accuracy, ROC-AUC, classifier vs detector CAM, Fig. 5),
+  with their report sections (:mod:`advinterp_art.report`).
+
 Registered through the ``advinterp`` entry point ``art = advinterp_art``. ART is imported
 lazily (loading the plugin does not import it); a missing ART makes the plugin show as
 unavailable in ``advinterp list`` with the ``pip install`` hint.
