@@ -143,3 +143,21 @@ def test_bad_values_name_the_value(world):
         adversarial_finetune(model, None, train.y_true[:4], epochs=1, on_the_fly="pgd")
     with pytest.raises(ParameterError, match="attack_params"):
         advinterp.get_analyzer("art.adversarial_training", attack_params={"eps": 0.1})
+
+
+def test_report_section(tmp_path):
+    from advinterp.api import ReportGroup, Run, StepView
+
+    res = AdversarialTraining(sizes=(8, 16), clean_acc=np.array([0.8, 0.85]), adv_acc=np.array([0.3, 0.5]),
+                              baseline_clean=1.0, baseline_adv=0.05, train_loss=np.zeros((2, 1)), n_val=32,
+                              train_attack="pgd", val_attack="pgd")
+    run = Run(out=tmp_path, title="t")
+    step = StepView(id="advtrain", kind="analyzer", name="art.adversarial_training", params={}, spec={}, refs={},
+                    run=run, _result=res)
+    sec = advinterp.get_registry().pm.hook.advinterp_report_section(
+        group=ReportGroup("analyzer", "art.adversarial_training", [step]), run=run)
+    assert sec is not None and "Tables 14-15" in sec.title
+    assert sec.tables[0][1][1] == {"size": 16, "clean acc (baseline)": "85.0% (100.0%)",
+                                   "adversarial acc (baseline)": "50.0% (5.0%)"}
+    assert (tmp_path / sec.figures[0][1]).stat().st_size > 1000
+    assert run.summary["adversarial_training"]["advtrain"][0]["adv_gain"] == pytest.approx(0.25)

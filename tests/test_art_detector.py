@@ -113,3 +113,19 @@ def test_bad_values(world):
         advinterp.get_analyzer("art.detector").analyze(model, b)
     with pytest.raises(ParameterError, match="train_fraction"):
         advinterp.get_analyzer("art.detector", train_fraction=1.0)
+
+
+def test_report_section(results, tmp_path):
+    from advinterp.api import ReportGroup, Run, StepView
+
+    run = Run(out=tmp_path, title="t", classes=None)
+    steps = [StepView(id=f"detector.{a}", kind="analyzer", name="art.detector", params={}, spec={}, refs={}, run=run,
+                      _result=results[a][1]) for a in sorted(results)]
+    sec = advinterp.get_registry().pm.hook.advinterp_report_section(
+        group=ReportGroup("analyzer", "art.detector", steps), run=run)
+    assert sec is not None and "Fig. 5" in sec.title
+    assert [r["class"] for r in sec.tables[0][1]][:3] == ["clean", "adversarial", "both (balanced)"]
+    assert len(sec.figures) == 1 + len(steps)
+    for _, path in sec.figures:
+        assert (tmp_path / path).stat().st_size > 1000
+    assert set(run.summary["detector"]) == {s.id for s in steps}
