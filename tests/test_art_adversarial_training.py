@@ -132,7 +132,8 @@ def test_bad_values_name_the_value(world):
     with pytest.raises(ParameterError, match="sizes"):
         advinterp.get_analyzer("art.adversarial_training", sizes=[128]).analyze(model, train[:8], val=val)
     with pytest.raises(ParameterError, match="val"):
-        advinterp.get_analyzer("art.adversarial_training", sizes=[4]).analyze(model, train[:8], val=(val.x0, val.y_true))
+        advinterp.get_analyzer("art.adversarial_training", sizes=[4]).analyze(model, train[:8],
+                                                                              val=(val.x0, val.y_true))
     with pytest.raises(ParameterError, match="epochs"):
         adversarial_finetune(model, train.x_adv[:4], train.y_true[:4], epochs=0)
     with pytest.raises(ParameterError, match="betas"):

@@ -141,7 +141,8 @@ def adversarial_finetune(model: Any, x_adv: Any, y: Any, *, epochs: int, lr: flo
     Returns:
         A new :class:`ModelAdapter` over the fine-tuned copy, in eval mode, with the model's
         ``mean``, ``std``, ``input_shape`` and layer names. Every parameter of the copy was
-        trained (the paper fine-tunes the whole network).
+        trained (the paper fine-tunes the whole network). With precomputed examples its
+        attribute ``train_losses`` lists the mean training loss of each epoch.
 
     Raises:
         ParameterError: bad images, labels or settings (naming the value and the fix).
@@ -277,7 +278,7 @@ def save_adapter(adapter: Any, path: str | Path, meta: Mapping[str, Any] | None 
     """Write the adapter's weights to ``path`` in a file ``torch.load(weights_only=True)`` reads.
 
     * the shipped synthetic CNN (any ``num_classes``/``width``): its checkpoint dict
-      ``{"state_dict", "num_classes", "width", "mean", "std", "meta"}``, which
+      ``{"state_dict", "num_classes", "width", "mean", "std", "input_shape", "meta"}``, which
       ``advinterp.get_model("synthetic-cnn", path=path)`` (12 classes) and :func:`load_adapter` load;
     * any other module: its plain ``state_dict`` (load it into the same architecture with
       :func:`load_adapter` ``(path, module=...)`` or ``module.load_state_dict``).
@@ -299,7 +300,7 @@ def save_adapter(adapter: Any, path: str | Path, meta: Mapping[str, Any] | None 
         ckpt: Any = {"state_dict": state, "num_classes": int(module.fc.out_features),
                      "width": int(module.layer1.conv.out_channels),
                      "mean": list(adapter.mean or (0.0, 0.0, 0.0)), "std": list(adapter.std or (1.0, 1.0, 1.0)),
-                     "meta": dict(meta or {})}
+                     "input_shape": list(adapter.input_shape or (3, 64, 64)), "meta": dict(meta or {})}
     else:
         ckpt = state
     torch.save(ckpt, path)
@@ -326,9 +327,9 @@ def load_adapter(path: str | Path, module: nn.Module | None = None, *, mean: Seq
         net = arch(num_classes=int(ckpt["num_classes"]), width=int(ckpt["width"]))
         net.load_state_dict(ckpt["state_dict"])
         net.eval()
-        c = len(ckpt.get("mean") or (0, 0, 0))
+        shape = adapter_kwargs.pop("input_shape", None) or ckpt.get("input_shape") or (3, 64, 64)
         return ModelAdapter(net, mean=mean or ckpt.get("mean"), std=std or ckpt.get("std"),
-                            nb_classes=int(ckpt["num_classes"]), input_shape=adapter_kwargs.pop("input_shape", (c, 64, 64)),
+                            nb_classes=int(ckpt["num_classes"]), input_shape=tuple(int(v) for v in shape),
                             name=name or path.stem, **adapter_kwargs)
     if module is None:
         raise ParameterError("load_adapter", "module", None, "the nn.Module architecture to load this state_dict into",
@@ -435,7 +436,8 @@ class AdversarialTrainingAnalyzer(Analyzer):
         "mix_clean": Param.boolean(False, doc="also train on the clean x0 (labelled y_true)"),
         "on_the_fly": Param(None, _check_attack_name, 'None or a registered native attack name ("pgd")',
                             doc="generate the examples during training (ART AdversarialTrainer)", invalid=("", 3)),
-        "attack_params": Param(None, lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+        "attack_params": Param(None, lambda v: v is None or (isinstance(v, dict)
+                                                             and all(isinstance(k, str) for k in v)),
                                "None or a dict of the on-the-fly attack's parameters", invalid=("eps", [1])),
         "eval_batch_size": Param.integer(256, low=1, doc="images per forward when evaluating"),
     }

@@ -180,15 +180,18 @@ def detector_section(group: "ReportGroup", run: "Run") -> Section:
     for k, r in results.items():
         if len(r.example_index):
             figs.append((f"Image | classifier CAM (its prediction) | detector CAM (class adversarial) (Fig. 5) -- {k}",
-                         run.save_figure(plot_detector_cams(r, run.classes), f"{k.replace('/', '_')}_detector_cam.png")))
+                         run.save_figure(plot_detector_cams(r, run.classes),
+                                         f"{k.replace('/', '_')}_detector_cam.png")))
     text = ["A binary detector (the synthetic CNN architecture with two outputs, GAP + linear, trained through ART's "
             "BinaryInputDetector with Adam) separates clean from adversarial images; it is trained on a seeded part "
             "of the pairs and evaluated on the held-out rest: per-class accuracy, ROC curve and ROC-AUC of its "
             "adversarial-class probability. The paper (Sec. 4.7, Fig. 5) finds that such a detector separates the "
-            "two, and that its CAM for 'adversarial' looks at other regions than the classifier's CAM."]
+            "two (AUC 0.9875; 98.42 % clean, 99.07 % adversarial accuracy), and that its CAM for 'adversarial' does "
+            "not rest on the object the classifier's CAM highlights but on small local regions."]
     for k, r in results.items():
-        text.append(f"{k}: {len(r.train_index)} training and {len(r.val_index)} held-out pairs ({r.attack or 'pairs'}); "
-                    f"width {r.width}, {r.epochs} epochs, lr {r.lr:g}, batch {r.batch_size}, seed {r.seed}; "
+        text.append(f"{k}: {len(r.train_index)} training and {len(r.val_index)} held-out pairs "
+                    f"({r.attack or 'pairs'}); width {r.width}, {r.epochs} epochs, lr {r.lr:g}, batch {r.batch_size}, "
+                    f"seed {r.seed}; "
                     f"AUC {r.auc:.3f}; CAMs by {r.explainer}.")
     return Section("Adversarial-example detector (B9, Fig. 5)", text,
                    tables=[("Detector: per-class accuracy and ROC-AUC on held-out pairs", rows)], figures=figs)
