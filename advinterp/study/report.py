@@ -114,7 +114,8 @@ def report_from_folder(run_dir: str | Path) -> Path:
         raise AdvinterpError(f"{out}: not a run folder (no run.json). Run a study into it first: "
                              "advinterp run STUDY.toml --out DIR.")
     index = json.loads(path.read_text())
-    run = Run(out=out, title=index.get("title", out.name), classes=index.get("classes"))
+    run = Run(out=out, title=index.get("title", out.name), classes=index.get("classes"),
+              data={d: str(v.get("kind", "")) for d, v in (index.get("data") or {}).items()})
     for sid, e in index.get("steps", {}).items():
         result_path = out / e["path"]
         if not result_path.is_file():

@@ -517,10 +517,11 @@ def _check_refs(ctx: _Ctx, spec: StudySpec) -> None:
             key = ("batch",) if name == "batch" else (("context", name) if name in s.context else ("report", name))
             if ref == s.id:
                 raise ctx.error(w + key, f"step {s.id!r} refers to itself.")
-            if ref in spec.data and name == "batch" and spec.data[ref].kind == "pairs":
-                continue
+            if ref in spec.data and (name == "batch" or name in s.context) and spec.data[ref].kind == "pairs":
+                continue  # pairs data: an AdversarialBatch like an attack step's
             if ref not in ids:
-                extra = " (data ids are allowed only as the batch of pairs data)" if ref in spec.data else ""
+                extra = " (data ids are allowed only as the batch or a context input, of pairs data)" \
+                    if ref in spec.data else ""
                 raise ctx.error(w + key, f"step {s.id!r} refers to an unknown step {ref!r}{extra}.",
                                 f"{_close(ref, ids)}Steps: {', '.join(ids)}.")
             if name == "batch" and spec.step(ref).kind != "attack":

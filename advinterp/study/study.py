@@ -361,7 +361,8 @@ class Study:
         (out / "study.toml").write_text(self.spec.text, encoding="utf-8")
         store = ResultStore(out / "steps", log)
         keys = self.step_keys()
-        run = Run(out=out, title=self.spec.title, classes=self._classes())
+        run = Run(out=out, title=self.spec.title, classes=self._classes(),
+                  data={d.id: d.kind for d in self.spec.data.values()})
         index: dict[str, Any] = {"title": self.spec.title, "description": self.spec.description,
                                  "compare": list(self.spec.compare),
                                  "advinterp": __version__, "engine": executor.name,

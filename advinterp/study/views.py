@@ -54,9 +54,13 @@ class StepView:
         return self._result
 
     def input(self, name: str) -> "StepView | None":
-        """The step view of input ``name`` (``"batch"``, a context or report key), or ``None``."""
+        """The step view of input ``name`` (``"batch"``, a context or report key), or ``None``
+        (no such input, or a data table -- a pairs folder as the batch -- whose images a run
+        folder does not keep: ``refs[name]`` still names it)."""
         ref = self.refs.get(name)
-        return None if ref is None else self.run.step(ref)
+        if ref is None or (ref not in self.run.steps and ref in self.run.data):
+            return None
+        return self.run.step(ref)
 
     def rows(self) -> list[dict[str, Any]]:
         """The result's scalar table rows (:func:`table_rows`); ``[]`` when it cannot be read."""
@@ -95,7 +99,8 @@ class Run:
         summary: headline numbers sections add (``run.summary["pse"] = rows``); written to
             ``summary.json`` beside each step's rows.
         classes: class names of the study's first dataset, when it has them (figure labels).
-        steps: the finished steps by id; models: the study's model ids and their registry names.
+        steps: the finished steps by id; models: the study's model ids and their registry names;
+        data: the study's data ids and their kinds.
     """
 
     out: Path
@@ -105,6 +110,8 @@ class Run:
     steps: dict[str, StepView] = field(default_factory=dict)
     #: ``{model id: registered model name}`` of the study (``{"robust": "synthetic-cnn-robust"}``)
     models: dict[str, str] = field(default_factory=dict)
+    #: ``{data id: kind}`` of the study's data tables (``{"damagenet": "pairs"}``)
+    data: dict[str, str] = field(default_factory=dict)
 
     def step(self, step_id: str) -> StepView:
         try:
