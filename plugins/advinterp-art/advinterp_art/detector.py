@@ -64,7 +64,8 @@ def _adapter(net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] 
 def fit_detector(x_clean: Any, x_adv: Any, *, epochs: int = 30, lr: float = 1e-3, batch_size: int = 32,
                  seed: int = 0, width: int = 16, mean: Sequence[float] | None = (0.5, 0.5, 0.5),
                  std: Sequence[float] | None = (0.25, 0.25, 0.25), betas: Sequence[float] = (0.9, 0.999),
-                 device: str | torch.device = "cpu", progress: bool | None = None) -> ModelAdapter:
+                 device: str | torch.device = "cpu", recalibrate_bn: bool = True,
+                 progress: bool | None = None) -> ModelAdapter:
     """Train a clean-vs-adversarial detector with ART's ``BinaryInputDetector``.
 
     Args:
@@ -82,6 +83,11 @@ def fit_detector(x_clean: Any, x_adv: Any, *, epochs: int = 30, lr: float = 1e-3
             classifier's; ``None`` for none), ART's ``preprocessing``.
         betas: Adam's betas.
         device: where to train (``"cpu"`` or a CUDA device).
+        recalibrate_bn: (default True) after training, recompute the batch-norm running
+            statistics as the plain average over all training images (train mode, no
+            gradient, weights unchanged). The exponential average of the last batches
+            otherwise skews the decision: on the embedded world (64 PGD training pairs) it
+            lifts the held-out ROC-AUC from 0.86-1.0 to 0.99-1.0 over seeds and widths.
         progress: the progress bar over epochs (``None``: advinterp's setting).
 
     Returns:
@@ -132,12 +138,35 @@ def fit_detector(x_clean: Any, x_adv: Any, *, epochs: int = 30, lr: float = 1e-3
             for _ in progress_bar(range(epochs), desc="detector training (ART BinaryInputDetector)", total=epochs,
                                   disable=None if progress is None else not progress):
                 detector.fit(x, y, batch_size=batch_size, nb_epochs=1)
+            if recalibrate_bn:
+                _recalibrate_bn(det, torch.from_numpy(x), batch_size)
     finally:
         net.eval()
         for p in net.parameters():
             p.grad = None
     det.art_detector = detector  # type: ignore[attr-defined]
     return det
+
+
+def _recalibrate_bn(det: ModelAdapter, x: torch.Tensor, batch_size: int) -> None:
+    """Batch-norm running statistics = the cumulative average over ``x`` (train-mode forwards
+    without gradient, in batches of ``batch_size``); momenta restored afterwards."""
+    bns = [m for m in det.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        det.module.train()
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                det.module(det.normalize(x[i:i + batch_size].to(det.device, det.dtype)))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        det.module.eval()
 
 
 def evaluate_detector(detector: ModelAdapter, x_clean: Any, x_adv: Any, batch_size: int = 256) -> dict[str, Any]:
@@ -204,7 +233,8 @@ class AdversarialDetection(Result):
         detector_prob: ``(k, 2)`` the detector's adversarial probability of each.
         detector_state: the detector's ``state_dict`` (rebuild it with :meth:`detector`).
         width, mean, std, input_shape: the detector's architecture and normalisation.
-        attack, explainer: names; epochs, lr, batch_size, seed, train_fraction: the parameters.
+        attack, explainer: names; epochs, lr, batch_size, seed, train_fraction, recalibrate_bn:
+            the parameters.
     """
 
     train_index: np.ndarray
@@ -238,6 +268,7 @@ class AdversarialDetection(Result):
     batch_size: int = 32
     seed: int = 0
     train_fraction: float = 0.5
+    recalibrate_bn: bool = True
 
     def detector(self) -> ModelAdapter:
         """The trained detector as a :class:`ModelAdapter` (two outputs: clean, adversarial)."""
@@ -267,7 +298,8 @@ class DetectorAnalyzer(Analyzer):
     Parameters: ``epochs`` (30: on 64 training pairs at batch 32, 120 Adam steps; fewer leave
     the detector calling everything clean), ``lr`` (1e-3), ``batch_size`` (32), ``seed`` (0: split,
     initial weights, shuffling), ``width`` (16), ``train_fraction`` (0.5), ``examples`` (2
-    held-out pairs in Fig. 5), ``explainer`` (``"cam"``) and ``explainer_params`` (None).
+    held-out pairs in Fig. 5), ``recalibrate_bn`` (True: see :func:`fit_detector`),
+    ``explainer`` (``"cam"``) and ``explainer_params`` (None).
 
     Context: ``explainer``: an :class:`~advinterp.Explainer` or a registered name used instead
     of the parameter.
@@ -284,6 +316,7 @@ class DetectorAnalyzer(Analyzer):
         "train_fraction": Param(0.5, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
                                 "a fraction in (0, 1) of the pairs used for training", invalid=(0, 1, 1.5, "half")),
         "examples": Param.integer(2, low=0, doc="held-out pairs shown in Fig. 5"),
+        "recalibrate_bn": Param.boolean(True, doc="batch-norm statistics = the average over the training images"),
         "explainer": Param("cam", lambda v: isinstance(v, str) and bool(v), "a registered explainer name",
                            doc="the explainer giving both CAMs", invalid=("", 3)),
         "explainer_params": Param(
@@ -319,7 +352,7 @@ class DetectorAnalyzer(Analyzer):
             mean = std = None
         det = fit_detector(x0[tr.to(x0.device)], xa[tr.to(xa.device)], epochs=int(self.epochs), lr=float(self.lr),
                            batch_size=int(self.batch_size), seed=int(self.seed), width=int(self.width), mean=mean,
-                           std=std, device=model.device)
+                           std=std, device=model.device, recalibrate_bn=bool(self.recalibrate_bn))
         ev = evaluate_detector(det, x0[va.to(x0.device)], xa[va.to(xa.device)])
         # Fig. 5: the first `examples` held-out pairs, clean and adversarial
         k = min(int(self.examples), len(va))
@@ -348,4 +381,5 @@ class DetectorAnalyzer(Analyzer):
             mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
             input_shape=tuple(int(s) for s in det.input_shape), attack=batch.attack or "",
             explainer=getattr(exp, "name", "") or type(exp).__name__, epochs=int(self.epochs), lr=float(self.lr),
-            batch_size=int(self.batch_size), seed=int(self.seed), train_fraction=float(self.train_fraction))
+            batch_size=int(self.batch_size), seed=int(self.seed), train_fraction=float(self.train_fraction),
+            recalibrate_bn=bool(self.recalibrate_bn))
