@@ -1,0 +1,39 @@
+"""advinterp plugin: attack-to-explain (Jalwana et al., "Attack to Explain Deep Representation",
+CVPR 2020), the first implementation (the paper has no public code).
+
+* :func:`attack_to_explain` (:mod:`.algorithm`): Algorithm 1, perturbation estimation, with
+  Algorithm 2 interleaved on the Sec. 5.1 schedule; returns an :class:`A2EResult` (``p``,
+  ``wp`` per iteration, sample indices; resumable).
+* :func:`refine_perturbation` (:mod:`.refinement`): Algorithm 2 (Otsu filter of the
+  convolutional base's channel mean, lambda = 5, bicubic upsample, clip).
+* attack ``a2e`` (:class:`A2E`, :mod:`.attack`): the native targeted attack, per seed image.
+* support ``a2e``: the Otsu region of a batch's perturbation (next to ``S1``/``S2``).
+
+Registered through the ``advinterp`` entry point ``a2e = advinterp_a2e``. See
+``docs/attack_to_explain.md``.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import advinterp
+
+if importlib.util.find_spec("skimage") is None:  # report the missing dependency at plugin load (advinterp list)
+    raise ModuleNotFoundError("advinterp-a2e needs the scikit-image package", name="skimage")
+
+from .algorithm import A2EResult, attack_to_explain, default_eta  # noqa: E402
+from .attack import A2E  # noqa: E402
+from .refinement import a2e_support, otsu_mask, refine_perturbation  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["A2E", "A2EResult", "attack_to_explain", "default_eta", "refine_perturbation", "otsu_mask", "a2e_support"]
+
+
+@advinterp.hookimpl
+def advinterp_register_attacks(register):
+    register(A2E)
+
+
+@advinterp.hookimpl
+def advinterp_register_supports(register):
+    register(a2e_support, "a2e")
