@@ -30,7 +30,7 @@ from ..params import Param
 from ..progress import progress_bar
 from ..results import Result
 from .confidence_change import Top1Change, top1
-from .feature_rmse import parse_channel, ranking_from
+from .feature_rmse import is_channel_list, parse_channel, ranking_from
 
 __all__ = ["masked_channels", "ChannelMaskingAnalyzer", "ChannelMasking", "group_channels"]
 
@@ -139,16 +139,6 @@ class ChannelMasking(Result):
         return [{"source": self.source, **self.statistics()}]
 
 
-def _valid_channels(v: Any) -> bool:
-    if v is None:
-        return True
-    if not isinstance(v, (list, tuple)) or not v:
-        return False
-    for s in v:
-        parse_channel("channel_masking", "channels", s)
-    return True
-
-
 def _valid_fractions(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(
         isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and 0 <= f <= 1 for f in v)
@@ -186,7 +176,7 @@ class ChannelMaskingAnalyzer(Analyzer):
     name = "channel_masking"
     context_keys = ("rmse",)
     params = {
-        "channels": Param(None, _valid_channels, 'None or a non-empty list of "layer:channel" strings',
+        "channels": Param(None, is_channel_list, 'None or a non-empty list of "layer:channel" strings',
                           invalid=("layer1", ["layer1"], ["layer1:x"], [])),
         "k": Param.integer(10, low=1),
         "fractions": Param([0, 0.01, 0.02, 0.05, 0.1, 0.2], _valid_fractions,

@@ -32,7 +32,7 @@ from ..progress import progress_bar
 from ..results import Result
 from .activation_distance import valid_layers
 
-__all__ = ["FeatureRMSEAnalyzer", "FeatureRMSE", "rmse_layers", "feature_rmse_sums", "parse_channel",
+__all__ = ["FeatureRMSEAnalyzer", "FeatureRMSE", "rmse_layers", "feature_rmse_sums", "parse_channel", "is_channel_list",
            "FEATURE_TYPES"]
 
 #: The module types whose outputs the default ``layers`` take: convolutions, activations, pooling.
@@ -175,6 +175,21 @@ def parse_channel(owner: str, name: str, spec: Any) -> tuple[str, int]:
     if not layer or not c.isdigit():
         raise ParameterError(owner, name, spec, 'channels as "layer:channel" strings, e.g. "layer1.conv:35"')
     return layer, int(c)
+
+
+def is_channel_list(v: Any) -> bool:
+    """What a ``channels`` parameter accepts: ``None`` or a non-empty list of ``"layer:channel"``
+    strings (:func:`parse_channel`)."""
+    if v is None:
+        return True
+    if not isinstance(v, (list, tuple)) or not v:
+        return False
+    try:
+        for s in v:
+            parse_channel("", "channels", s)
+    except ParameterError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- streaming core

@@ -31,7 +31,7 @@ from ..params import Param
 from ..results import Result
 from .channel_masking import group_channels
 from .confidence_change import Top1Change, top1
-from .feature_rmse import FeatureRMSE, parse_channel, ranking_from
+from .feature_rmse import FeatureRMSE, is_channel_list, parse_channel, ranking_from
 
 __all__ = ["scaled_filters", "FilterScalingAnalyzer", "FilterScaling", "target_convs"]
 
@@ -146,16 +146,6 @@ class FilterScaling(Result):
         return [self.statistics()]
 
 
-def _valid_channels(v: Any) -> bool:
-    if v is None:
-        return True
-    if not isinstance(v, (list, tuple)) or not v:
-        return False
-    for s in v:
-        parse_channel("filter_scaling", "channels", s)
-    return True
-
-
 class FilterScalingAnalyzer(Analyzer):
     """Multiply the conv filters of the most (or least) attack-sensitive channels by a factor;
     top-1 and confidence of clean and adversarial images before/after (Tables 10-13).
@@ -183,7 +173,7 @@ class FilterScalingAnalyzer(Analyzer):
                         '"first", "last" or the name of an nn.Conv2d layer', invalid=("", 1)),
         "which": Param.choice("most", ("most", "least")),
         "k": Param.integer(10, low=1),
-        "channels": Param(None, _valid_channels, 'None or a non-empty list of "conv layer:channel" strings',
+        "channels": Param(None, is_channel_list, 'None or a non-empty list of "conv layer:channel" strings',
                           invalid=("conv1", ["conv1"], ["conv1:x"], [])),
         "batch_size": Param.integer(128, low=1),
     }
