@@ -7,8 +7,9 @@ comes from ``distribution``:
 * ``"batch"`` (default): the other images of the same call whose label ``y`` differs from
   ``target[i]`` (at most ``n_samples`` of them, the first in batch order), so a study's attack
   step over ``n`` images gives each seed a distribution of ``n - 1`` or fewer natural images;
-* ``"noise"``: ``n_samples`` uniform-noise images (seeded; those the model already predicts as
-  ``target[i]`` are dropped), a prior-free distribution for tiny batches.
+* ``"noise"``: ``n_samples`` uniform-noise images (seeded), a prior-free distribution for
+  tiny batches. Noise images carry no class, so none is dropped (even one the model happens
+  to predict as ``target[i]``: a model may map all noise to one class).
 
 ``x_adv[i] = Clip(x[i] + p_i)``. The per-image :class:`~advinterp_a2e.algorithm.A2EResult`
 (``p``, ``wp`` per iteration, sample indices, ...) of the last call are kept in
@@ -75,7 +76,7 @@ class A2E(Attack):
         if self.distribution == "noise":
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
             noise = torch.rand(self.n_samples, *x.shape[1:], generator=g).to(x.device, x.dtype)
-            return noise, model.predict(noise)
+            return noise, None  # noise images carry no class: none is dropped
         others = torch.tensor([j for j in range(len(x)) if j != i and int(y[j]) != target], dtype=torch.long)
         if len(others) == 0:
             raise ParameterError(owner, "y", y.tolist(), f"other images than image {i} with labels other than its "
