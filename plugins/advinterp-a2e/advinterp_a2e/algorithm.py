@@ -56,10 +56,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from advinterp.exceptions import ParameterError
-from advinterp.model import ModelAdapter, as_adapter
-from advinterp.progress import progress_bar
-from advinterp.results import Result
+from advinterp.api import ModelAdapter, ParameterError, Result, as_adapter, progress_bar
 
 __all__ = ["A2EResult", "attack_to_explain", "default_eta", "PAPER_ETA", "PAPER_PIXELS"]
 

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from advinterp.components import Attack
-from advinterp.exceptions import ParameterError
-from advinterp.gradmode import needs_grad
-from advinterp.params import Param
-from advinterp.progress import progress_bar
+from advinterp.api import Attack, Param, ParameterError, needs_grad, progress_bar
 
 from .algorithm import attack_to_explain, check_settings
 

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from advinterp.exceptions import ParameterError
-from advinterp.model import ModelAdapter, as_adapter
+from advinterp.api import ModelAdapter, ParameterError, as_adapter
 
 __all__ = ["channel_mean_activation", "otsu_mask", "refine_perturbation", "a2e_support"]
 
