@@ -133,7 +133,22 @@ def test_batched_equals_the_per_image_reference_and_resume_continues():
     half = attack_to_explain(model, x[0], x[1:], 1, **{**kw, "max_iter": 2})
     rest = attack_to_explain(model, x[0], x[1:], 1, resume=half, **kw)
     assert rest.iterations == 4 and torch.equal(rest.indices, a.indices)
-    torch.testing.assert_close(rest.p, a.p) and torch.testing.assert_close(rest.wp, a.wp)
+    torch.testing.assert_close(rest.p, a.p)
+    torch.testing.assert_close(rest.wp, a.wp)
+
+
+def test_result_survives_save_load_and_resumes_from_the_file(tmp_path):
+    model = toy_model()
+    x, _ = toy_data(n=8)
+    kw = dict(eta=1.0, batch=3, gamma=1.0, max_iter=3, refine=False, seed=1)
+    whole = attack_to_explain(model, x[0], x[1:], 2, **kw)
+    half = attack_to_explain(model, x[0], x[1:], 2, **{**kw, "max_iter": 1})
+    back = type(half).load(half.save(tmp_path / "a2e.pt"))
+    assert torch.equal(back.p, half.p) and torch.equal(back.indices, half.indices) and back.params == half.params
+    rest = attack_to_explain(model, x[0], x[1:], 2, resume=back, **kw)
+    assert torch.equal(rest.indices, whole.indices)
+    torch.testing.assert_close(rest.p, whole.p)
+    assert rest.rows()[0]["iterations"] == 3
 
 
 # --------------------------------------------------------------------- Algorithm 2
