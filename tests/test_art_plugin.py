@@ -320,7 +320,10 @@ def test_every_native_attack_runs_in_art():
         ev = getattr(advinterp_art, evasion_class_name(cls))
         assert ev is as_art_evasion_attack(cls)
         params = {k: v for k, v in cls.conformance_params.items() if k != "targeted"}
-        out = art_attack(name, clf, **params).generate(x.numpy(), y=y.numpy())
+        labels = y.numpy()
+        if "targeted" in cls.params and not cls.params["targeted"].check(False):  # targeted-only (a2e)
+            params["targeted"], labels = True, ((m.predict(x) + 1) % 4).numpy()  # ART's y: the targets
+        out = art_attack(name, clf, **params).generate(x.numpy(), y=labels)
         assert out.shape == tuple(x.shape) and out.dtype == np.float32, name
         if cls.supports_mask:
             mask = np.zeros((4, 1, 16, 16), np.float32)
