@@ -8,6 +8,10 @@ CVPR 2020), the first implementation (the paper has no public code).
   convolutional base's channel mean, lambda = 5, bicubic upsample, clip).
 * attack ``a2e`` (:class:`A2E`, :mod:`.attack`): the native targeted attack, per seed image.
 * support ``a2e``: the Otsu region of a batch's perturbation (next to ``S1``/``S2``).
+* analyzer ``a2e.transfer`` (:mod:`.transfer`): target confidence of other models for ``p``
+  added to held-out images and for ``p`` alone rescaled (report section in :mod:`.report`).
+* analyzer ``a2e.regions`` (:mod:`.regions`): ``p`` recomputed with the seed and samples
+  obstructed by a uniform patch of the samples' mean colour (Fig. 4), energy inside the patch.
 
 Registered through the ``advinterp`` entry point ``a2e = advinterp_a2e``. See
 ``docs/attack_to_explain.md``.
@@ -37,3 +41,23 @@ def advinterp_register_attacks(register):
 @advinterp.hookimpl
 def advinterp_register_supports(register):
     register(a2e_support, "a2e")
+
+
+@advinterp.hookimpl
+def advinterp_register_analyzers(register):
+    """``a2e.transfer`` (C4: target confidence of other models for p) and ``a2e.regions``
+    (C3: p recomputed with an obstructed region, Fig. 4)."""
+    from .regions import A2ERegions
+    from .transfer import A2ETransfer
+
+    register(A2ETransfer)
+    register(A2ERegions)
+
+
+@advinterp.hookimpl
+def advinterp_report_section(group, run):
+    """The sections of the plugin's analyzers."""
+    from .report import SECTIONS
+
+    section = SECTIONS.get((group.kind, group.name))
+    return None if section is None else section(group, run)
