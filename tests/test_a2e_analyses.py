@@ -146,7 +146,7 @@ def test_regions_on_the_shipped_model_recomputes_p_on_the_obstructed_images(worl
     model = advinterp.get_model("synthetic-cnn")
     x, y = x[:5], y[:5]
     t = torch.tensor([3 if int(v) != 3 else 5 for v in y])
-    settings = dict(eta=40.0, max_iter=8, refine=False, batch=4)
+    settings = dict(eta=40.0, max_iter=4, refine=False, batch=4)
     att = advinterp.get_attack("a2e", **settings)
     batch = att.generate(model, x, y, t)
     assert batch.attack == "a2e" and batch.params["eta"] == 40.0
@@ -155,7 +155,7 @@ def test_regions_on_the_shipped_model_recomputes_p_on_the_obstructed_images(worl
     assert_model_unchanged(model, lambda: res.__setitem__(0, ana.analyze(model, batch)))
     res = res[0]
     assert len(res.target) == 2
-    assert res.patch == (18, 18) and res.attack_params["eta"] == 40.0 and res.attack_params["max_iter"] == 8
+    assert res.patch == (18, 18) and res.attack_params["eta"] == 40.0 and res.attack_params["max_iter"] == 4
     n = len(res.target)
     for i in range(n):
         ti = int(t[i])

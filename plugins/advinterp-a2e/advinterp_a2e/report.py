@@ -119,7 +119,7 @@ def plot_regions(result: A2ERegionsResult, classes: Any = None, max_images: int 
         name = classes[t] if classes is not None and t < len(classes) else str(t)
         for j in range(n_pos):
             r, c = (int(v) for v in result.positions[i, j])
-            _show(axes[i, 2 * j], result.obstructed[i, j], f"img {i} -> {name}, patch ({r},{c})")
+            _show(axes[i, 2 * j], result.obstructed[i, j], f"{i} -> {name} ({r},{c})")
             _show(axes[i, 2 * j + 1], rescale(result.p[i, j]),
                   f"p: {100 * result.energy_in[i, j]:.0f}% in patch (reached {int(result.reached[i, j])})")
             axes[i, 2 * j + 1].add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, ec="red", lw=1))
