@@ -23,7 +23,8 @@ Errors
     expected ...``), :class:`IncompatibleModelError`, :class:`MissingDependencyError`,
     :class:`DatasetFormatError`, :class:`UnknownComponentError`.
 Reports and studies
-    :class:`Section` (title, text, tables, figures), :func:`save_figure`,
+    :class:`Section` (title, text, tables, figures), :func:`save_figure`, :func:`image_hwc`
+    (any image as ``imshow`` wants it),
     :class:`ReportGroup`, :class:`Run`, :class:`StepView` (what ``advinterp_report_section``
     receives), :class:`ShardTask` and :class:`Executor` (``advinterp_study_executor``).
 Attack guards
@@ -54,7 +55,7 @@ from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get
 from .report import Section
 from .results import Result, format_table
 from .study.views import ReportGroup, Run, StepView
-from .viz.common import save_figure
+from .viz.common import image_hwc, save_figure
 
 __all__ = ["check_linf_eps", "check_norm_budget", "is_linf", "linf_eps_param", "needs_grad", "Analyzer", "Attack", "Component", "Explainer", "Probe", "Subset", "as_dataset", "check_context", "check_images",
            "check_labels", "check_mask", "load_items", "load_labels", "AdversarialBatch", "Attribution", "PairMaps",
@@ -62,4 +63,4 @@ __all__ = ["check_linf_eps", "check_norm_budget", "is_linf", "linf_eps_param", "
            "MissingDependencyError", "ParameterError", "UnknownComponentError", "Executor", "ShardTask", "hookimpl",
            "ModelAdapter", "as_adapter", "Param", "validate", "progress_bar", "progress_enabled", "get_analyzer",
            "get_attack", "get_dataset", "get_explainer", "get_model", "get_probe", "get_registry", "get_support",
-           "is_building", "Section", "Result", "format_table", "ReportGroup", "Run", "StepView", "save_figure"]
+           "is_building", "Section", "Result", "format_table", "ReportGroup", "Run", "StepView", "save_figure", "image_hwc"]

@@ -47,7 +47,9 @@ def save_figure(fig: "Figure", path: str | Path) -> Path:
     return path
 
 
-def _image_hwc(x) -> np.ndarray:
+def image_hwc(x) -> np.ndarray:
+    """An image for ``imshow``: a ``(C, H, W)`` or ``(H, W, C)`` tensor or array as ``(H, W, 3)``
+    (``(H, W)`` for one channel), clipped to [0, 1]."""
     a = x.detach().cpu().float() if hasattr(x, "detach") else np.asarray(x, dtype=np.float32)
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] in (1, 3):
@@ -56,3 +58,5 @@ def _image_hwc(x) -> np.ndarray:
         a = a[..., 0]
     return np.clip(a, 0, 1)
 
+
+_image_hwc = image_hwc  # the name the core's figure modules use

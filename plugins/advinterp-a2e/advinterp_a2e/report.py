@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from advinterp.api import ParameterError, Section
+from advinterp.api import ParameterError, Section, image_hwc
 
 from .regions import A2ERegionsResult
 from .transfer import A2ETransferResult, rescale
@@ -29,17 +29,8 @@ def _figure(w: float, h: float) -> "Figure":
     return Figure(figsize=(w, h), layout="constrained")
 
 
-def _image(x: Any) -> np.ndarray:
-    a = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
-        a = np.transpose(a, (1, 2, 0))
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    return np.clip(a, 0, 1)
-
-
 def _show(ax: Any, img: Any, title: str) -> None:
-    a = _image(img)
+    a = image_hwc(img)
     ax.imshow(a, cmap=None if a.ndim == 3 else "gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])

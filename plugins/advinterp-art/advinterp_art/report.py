@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from advinterp.api import ParameterError, Section
+from advinterp.api import ParameterError, Section, image_hwc
 
 from .adversarial_training import AdversarialTraining
 from .detector import AdversarialDetection
@@ -90,15 +90,6 @@ def plot_roc(results: dict[str, AdversarialDetection]) -> "Figure":
     return fig
 
 
-def _image(x: Any) -> np.ndarray:
-    a = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
-        a = np.transpose(a, (1, 2, 0))
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    return np.clip(a, 0, 1)
-
-
 def _norm(m: Any) -> np.ndarray:
     a = np.asarray(m.detach().cpu().float() if hasattr(m, "detach") else m, dtype=np.float64)
     peak = np.abs(a).max() if a.size else 0.0
@@ -122,7 +113,7 @@ def plot_detector_cams(result: AdversarialDetection, classes: Sequence[str] | No
     for i in range(k):
         for j, kind in enumerate(("clean", "adversarial")):
             row = axes[2 * i + j]
-            img = _image(result.example_images[i, j])
+            img = image_hwc(result.example_images[i, j])
             pred = int(result.classifier_pred[i, j])
             name = classes[pred] if classes is not None and pred < len(classes) else str(pred)
             row[0].imshow(img, cmap=None if img.ndim == 3 else "gray")
