@@ -20,7 +20,11 @@ What is where (every name below is importable from :mod:`advinterp.viz` itself):
   :func:`psr_overlay` and :func:`plot_psr_overlay` (Fig. 4, with ``F(x0, t0)`` beside it),
   :data:`PAPER_ATTACKS`, :func:`first_common_success` and :func:`plot_psr_attacks` (Fig. A2);
 * :mod:`~advinterp.viz.refine`: :func:`grid_l2_map` and :func:`plot_refine_norms` (Figs. 6 / A6:
-  per-grid ``||delta||_2`` before and after refinement, and the supports).
+  per-grid ``||delta||_2`` before and after refinement, and the supports);
+* :mod:`~advinterp.viz.pixels` (Ding et al.): :func:`plot_pixel_histograms` (Fig. 2),
+  :func:`plot_prediction_cams` (Fig. 3) and :func:`plot_replacement_changes` (Tables 2-3);
+* :mod:`~advinterp.viz.feature_maps` (Ding et al.): :func:`plot_layer_rmse`,
+  :func:`plot_feature_map_pairs` (Fig. 4) and :func:`plot_masking_sweep` (Tables 8-9).
 
 Example::
 
@@ -39,6 +43,8 @@ from .cam import (CAM_A1_COLUMNS, CAM_PAIR_KEYS, is_box_data, plot_cam_a1, plot_
 from .common import save_figure
 from .pse import (PAPER_ATTACKS, PSR_COLORS, first_common_success, plot_pse_sensitivity, plot_psr_attacks,
                   plot_psr_overlay, psr_overlay)
+from .feature_maps import plot_feature_map_pairs, plot_layer_rmse, plot_masking_sweep
+from .pixels import plot_pixel_histograms, plot_prediction_cams, plot_replacement_changes
 from .refine import grid_l2_map, plot_refine_norms
 from .scenes import concept_colors, plot_scenes
 
