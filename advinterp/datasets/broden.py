@@ -266,7 +266,7 @@ def _load_png_decoder():
         return None
 
 
-def _decode_png(path: Path) -> tuple[np.ndarray, int] | None:
+def _decode_png(path: Path | str) -> tuple[np.ndarray, int] | None:
     """``((C, H, W) uint8 pixels, PNG colour type)`` of an 8-bit, non-interlaced greyscale,
     RGB, RGBA or paletted PNG (palettes expanded to RGB) decoded by libpng; None for anything
     else, or without torchvision."""
@@ -331,12 +331,13 @@ def _read_png_fast(path: Path, rgb: bool) -> np.ndarray | None:
     return np.ascontiguousarray(chw[:keep].transpose(1, 2, 0))
 
 
-def _read_segmentation_file(path: Path, where: str) -> np.ndarray:
+def _read_segmentation_file(path: Path | str, where: str) -> np.ndarray:
     """``decode_segmentation(_read_image_file(path, "segmentation", where, rgb=False))``,
-    from libpng's channels directly when :func:`_decode_png` reads the file."""
+    from libpng's channels directly when :func:`_decode_png` reads the file (``path`` may be
+    a string: a dissection reads thousands of label PNGs, and a ``Path`` per file costs)."""
     got = _decode_png(path)
     if got is None:
-        return decode_segmentation(_read_image_file(path, "segmentation", where, rgb=False))
+        return decode_segmentation(_read_image_file(Path(path), "segmentation", where, rgb=False))
     chw, ctype = got
     if ctype == 0:
         return chw[0].astype(np.int32)
@@ -587,6 +588,7 @@ class BrodenDataset:
                                      f"holding index.csv, category.csv, label.csv and images/.")
         self.resolution = _size_pair(resolution, "BrodenDataset", "resolution")
         self.images_dir = self.root / "images"
+        self._images_str = str(self.images_dir)
         self._load_labels()
         self._load_categories()
         index_path = self.root / "index.csv"
@@ -737,7 +739,7 @@ class BrodenDataset:
         for cat in self.categories:
             maps = []
             for name in r.pngs[cat]:
-                spath = self.images_dir / name
+                spath = os.path.join(self._images_str, name)
                 seg = _read_segmentation_file(spath, f"{where}, column {cat!r}")
                 if seg.shape != (r.sh, r.sw):
                     raise DatasetFormatError(
