@@ -52,3 +52,61 @@ def pgd_linf(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             if mask is not None:
                 x_adv = x + (x_adv - x) * mask
     return x_adv.detach()
+
+
+def pgd_l2(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+           eps: float, eps_step: float, max_iter: int, targeted: bool = False,
+           random_init: bool = True, generator: torch.Generator | None = None,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``x_adv`` with ``||x_adv - x||_2 <= eps`` (per image) and pixels in [0, 1].
+
+    Each step is ART's ``ProjectedGradientDescentPyTorch(norm=2)`` step: the gradient of the
+    cross-entropy (summed over the batch; the per-image direction is unchanged by the
+    reduction) is normalised per image to unit l2 norm (a zero gradient gives no step),
+    ``x_adv += +-eps_step * g / ||g||_2``, clipped to [0, 1], then ``delta = x_adv - x`` is
+    projected onto the l2 ball by rescaling (``delta * min(1, eps / ||delta||_2)``).
+
+    Args:
+        logits_fn, x, y, targeted, generator: as in :func:`pgd_linf`.
+        eps: the l2 bound of ``delta`` per image (pixel units, over all ``C*H*W`` values).
+        eps_step: the l2 length of each step.
+        max_iter: number of steps.
+        random_init: start from a point drawn uniformly in the l2 ball of radius ``eps``
+            (Gaussian direction, radius ``eps * U ** (1 / d)``, ``d = C*H*W``; ART's
+            ``random_sphere``), times the mask, clipped to [0, 1].
+        mask: ``None`` or a 0/1 tensor broadcastable to ``x``: the gradient is zeroed outside
+            the support before normalisation (as ART does), so ``delta`` stays 0 there.
+    """
+    x = x.detach()
+    n = x.shape[0]
+    if random_init and eps > 0:
+        d = x[0].numel()
+        dev = "cpu" if generator is None else generator.device
+        direction = torch.randn((n, d), generator=generator, device=dev, dtype=x.dtype)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        radius = eps * torch.rand((n, 1), generator=generator, device=dev, dtype=x.dtype) ** (1.0 / d)
+        delta = (direction * radius).view_as(x).to(x.device)
+        if mask is not None:
+            delta = delta * mask
+        x_adv = (x + delta).clamp_(0, 1)
+    else:
+        x_adv = x.clone()
+    sign = -1.0 if targeted else 1.0
+    for _ in range(int(max_iter)):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(logits_fn(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            if mask is not None:
+                grad = grad * mask
+            g2 = grad.flatten(1)
+            gn = g2.norm(dim=1, keepdim=True)
+            step = torch.where(gn > 0, g2 / gn.clamp_min(1e-30), torch.zeros_like(g2)).view_as(x)
+            x_adv = (x_adv + sign * eps_step * step).clamp_(0, 1)
+            delta = (x_adv - x).flatten(1)
+            dn = delta.norm(dim=1, keepdim=True)
+            scale = torch.where(dn > eps, eps / dn.clamp_min(1e-30), torch.ones_like(dn))
+            x_adv = (x + (delta * scale).view_as(x)).clamp_(0, 1)
+            if mask is not None:
+                x_adv = x + (x_adv - x) * mask
+    return x_adv.detach()
