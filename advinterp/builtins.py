@@ -79,6 +79,11 @@ def advinterp_register_datasets(register):
     register(synthetic_broden_dataset, "synthetic-broden")
     register(imagenet_folder_dataset, "imagenet-folder")
     register(pairs_folder_dataset, "pairs-folder")
+    from .datasets.awa2 import AwA2Dataset
+    from .datasets.lad import LADDataset
+
+    register(AwA2Dataset, "awa2")
+    register(LADDataset, "lad")
 
 
 @hookimpl

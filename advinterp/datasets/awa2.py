@@ -288,6 +288,9 @@ class AwA2Dataset:
                 else [index[c] for c in self._split_classes(f"{split}classes.txt", index)])
         self.classes: list[str] = [self.class_names[i] for i in keep]
         self.samples: list[tuple[Path, int]] = self._scan(index, keep)
+        if not self.samples:
+            raise DatasetFormatError(f"{root / 'JPEGImages'} holds no images of the {len(keep)} class(es) read "
+                                     f"(.jpg, .jpeg or .png files in JPEGImages/<class>/). {_HINT}")
         self.labels = np.array([label for _, label in self.samples], np.int64)
 
     # -- annotations
