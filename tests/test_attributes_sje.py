@@ -57,7 +57,9 @@ def test_the_estimator_runs_the_hand_step():
     np.testing.assert_allclose(sje.coef_, W, atol=1e-12)
     # from zeros every F is 0 and y* is the first class != y_n: 1, 0, 1, 0
     np.testing.assert_allclose(W, 0.1 * (X[:, :, None] * (PHI[Y] - PHI[[0, 0, 1, 0]])[:, None, :]).sum(0))
-    assert sje.loss_curve_[0] == pytest.approx(sje_loss(W, X, Y, PHI))
+    # the epoch's online loss: each sample's hinge before its batch's update (from zeros: 1 each)
+    assert sje.loss_curve_[0] == pytest.approx(sje_loss(np.zeros((2, 2)), X, Y, PHI)) == 1.0
+    assert list(sje.n_updates_) == [4]
 
 
 def per_sample_sgd(X, y_idx, phi, lr, epochs, seed, init_scale=1.0):
@@ -148,6 +150,7 @@ def test_sje_reaches_90_percent_on_the_shipped_models_features(world_features):
     assert acc >= 0.9, acc
     assert sje.predict_attributes(Xte).shape == (200, len(ATTRIBUTES))
     assert sje.loss_curve_[-1] < sje.loss_curve_[0]
+    assert sje_loss(sje.coef_, Xtr, ytr, world.class_attributes) <= sje.loss_curve_[0]
 
 
 def test_features_are_the_pooled_layer_and_leave_the_model_unchanged(world_features):
