@@ -12,6 +12,9 @@ CVPR 2020), the first implementation (the paper has no public code).
   added to held-out images and for ``p`` alone rescaled (report section in :mod:`.report`).
 * analyzer ``a2e.regions`` (:mod:`.regions`): ``p`` recomputed with the seed and samples
   obstructed by a uniform patch of the samples' mean colour (Fig. 4), energy inside the patch.
+* analyzer ``a2e.saliency`` (:mod:`.saliency`): the paper's claim measured -- ``p`` alone,
+  rescaled, classified as the target vs single-image PGD-l2 / C&W-l2 perturbations of the
+  same l2 norm.
 
 Registered through the ``advinterp`` entry point ``a2e = advinterp_a2e``. See
 ``docs/attack_to_explain.md``.
@@ -48,10 +51,12 @@ def advinterp_register_analyzers(register):
     """``a2e.transfer`` (C4: target confidence of other models for p) and ``a2e.regions``
     (C3: p recomputed with an obstructed region, Fig. 4)."""
     from .regions import A2ERegions
+    from .saliency import A2ESaliency
     from .transfer import A2ETransfer
 
     register(A2ETransfer)
     register(A2ERegions)
+    register(A2ESaliency)
 
 
 @advinterp.hookimpl

@@ -1,8 +1,9 @@
-"""Report sections and figures of ``a2e.transfer`` (C4) and ``a2e.regions`` (C3).
+"""Report sections and figures of ``a2e.transfer`` (C4), ``a2e.regions`` (C3) and
+``a2e.saliency`` (the paper's claim: p alone is recognised as the target).
 
 Figures are matplotlib ``Figure`` objects (no pyplot state), written with ``run.save_figure``
-(:func:`advinterp.api.save_figure`); headline numbers go to ``run.summary["a2e_transfer"]`` and
-``run.summary["a2e_regions"]``.
+(:func:`advinterp.api.save_figure`); headline numbers go to ``run.summary["a2e_transfer"]``,
+``run.summary["a2e_regions"]`` and ``run.summary["a2e_saliency"]``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from advinterp.api import ParameterError, Section, image_hwc
 
 from .regions import A2ERegionsResult
+from .saliency import A2ESaliencyResult
 from .transfer import A2ETransferResult, rescale
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from advinterp.api import ReportGroup, Run
 
-__all__ = ["plot_transfer", "plot_regions", "transfer_section", "regions_section", "SECTIONS"]
+__all__ = ["plot_transfer", "plot_regions", "plot_saliency", "transfer_section", "regions_section",
+           "saliency_section", "SECTIONS"]
 
 
 def _figure(w: float, h: float) -> "Figure":
@@ -144,8 +147,69 @@ def regions_section(group: "ReportGroup", run: "Run") -> Section:
     return Section("Attack-to-explain: obstructed regions (C3, Fig. 4)", text, tables=tables, figures=figs)
 
 
+def plot_saliency(result: A2ESaliencyResult, classes: Any = None, max_images: int = 6) -> "Figure":
+    """Left: per image (first ``max_images``), x0 and each method's perturbation alone,
+    rescaled to [0, 1] (the title says whether each model's top-1 is the target). Right: bars
+    of the target rate of p alone per method and model."""
+    if not isinstance(result, A2ESaliencyResult):
+        raise ParameterError("plot_saliency", "result", result, "an A2ESaliencyResult")
+    n, m = min(len(result.target), int(max_images)), len(result.methods)
+    fig = _figure(1.45 * (m + 1) + 4.2, max(2.8, 1.45 * max(n, 1)))
+    grid = fig.add_gridspec(max(n, 1), m + 2, width_ratios=[1] * (m + 1) + [2.6])
+    for i in range(n):
+        t = int(result.target[i])
+        name = classes[t] if classes is not None and t < len(classes) else str(t)
+        _show(fig.add_subplot(grid[i, 0]), result.x0[i], f"x0 -> {name}")
+        for j, meth in enumerate(result.methods):
+            hits = "".join("T" if result.top1[i, j, k] == 1 else "-" for k in range(len(result.models)))
+            _show(fig.add_subplot(grid[i, j + 1]), result.alone[i, j],
+                  f"{meth} ||p||={result.norms[i, j]:.2f} [{hits}]")
+    ax = fig.add_subplot(grid[:, m + 1])
+    rows = {(r["method"], r["model"]): r for r in result.summary_rows()}
+    xs = np.arange(len(result.models))
+    width = 0.8 / max(m, 1)
+    for j, meth in enumerate(result.methods):
+        vals = [rows[(meth, mod)]["target_rate"] for mod in result.models]
+        ax.bar(xs + (j - (m - 1) / 2) * width, np.nan_to_num(vals), width, label=meth, color=f"C{j}")
+    ax.set_xticks(xs, list(result.models), fontsize=7, rotation=15)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("p alone: top-1 = target rate")
+    ax.set_title(f"{len(result.target)} perturbations", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def saliency_section(group: "ReportGroup", run: "Run") -> Section:
+    """The ``a2e.saliency`` steps: rates per (method, model), the a2e / baseline ratios, the
+    per (image, method, model) rows and the figure."""
+    results = {s.id: s.result for s in group.steps}
+    run.summary["a2e_saliency"] = {k: {"summary": r.summary_rows(), "ratios": r.ratio_rows()}
+                                   for k, r in results.items()}
+    tables = []
+    for k, r in results.items():
+        tables.append((f"p alone, rescaled to [0, 1]: target rate (top-1 = target) and mean target probability per "
+                       f"method and model -- {k}", r.summary_rows()))
+        tables.append((f"By how much: the batch's p over each baseline (rate and probability ratios) -- {k}",
+                       r.ratio_rows()))
+    tables.append(("Per (image, method, model)", [{"step": k, **row} for k, r in results.items() for row in r.rows()]))
+    figs = [(f"x0 and each perturbation alone, rescaled to [0, 1] ([T]: top-1 is the target, per model), and the "
+             f"target rates -- {s.id}", run.save_figure(plot_saliency(s.result, run.classes),
+                                                         f"{_step_name(s)}_a2e_saliency.png"))
+            for s in group.steps]
+    text = ["The paper's qualitative claim (Jalwana et al. 2020, Figs. 1-3): the refined attack-to-explain "
+            "perturbation p, shown alone and rescaled to [0, 1], looks like the target class. Measured here: each "
+            "p_i = x_adv[i] - x0[i] and, on the single image x0[i], targeted baselines of the same l2 norm ||p_i|| "
+            "(l2 PGD with eps = ||p_i||; C&W-l2's minimal perturbation scaled up to ||p_i||, clipped so that "
+            "x0 + delta stays in [0, 1]) are classified alone, rescaled, by each model. 'attack_success' is whether "
+            "x0 + delta itself is classified as the target by the analysed model. Ratios are the batch's p over the "
+            "baseline (inf: the baseline never hits the target)."]
+    return Section("Attack-to-explain: is p alone the target? (the paper's claim)", text, tables=tables, figures=figs)
+
+
 #: ``(group kind, component name)`` -> the section the plugin answers with.
 SECTIONS: dict[tuple[str, str], Callable[["ReportGroup", "Run"], Section]] = {
     ("analyzer", "a2e.transfer"): transfer_section,
     ("analyzer", "a2e.regions"): regions_section,
+    ("analyzer", "a2e.saliency"): saliency_section,
 }
