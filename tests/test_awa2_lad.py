@@ -340,3 +340,12 @@ def test_registered_as_datasets(awa2, lad):
     registry = advinterp.get_registry()
     check_dataset(registry.info("dataset", "awa2").obj, root=str(awa2), size=32)
     check_dataset(registry.info("dataset", "lad").obj, root=str(lad), size=32)
+
+
+def test_lad_per_image_vectors_spelt_as_floats(tmp_path):
+    root = _lad_fixture(tmp_path / "LAD")
+    (root / "LAD_annotations" / "attributes.txt").write_text(
+        "Label_A_01, animals/A_bear/a1.jpg, [ 1.0 0.0 0 ]\nLabel_A_02, animals/A_zebra/z1.jpg, [0 1 1]\n")
+    ds = LADDataset(root)
+    np.testing.assert_array_equal(ds.image_attributes, [[1, 0, 0], [0, 1, 1]])
+    assert ds.labels.tolist() == [0, 1]

@@ -152,7 +152,7 @@ def _fields(path: Path, n: int, line: str, count: int, expected: str) -> list[st
     return parts
 
 
-def _vector(text: str, path: Path, n: int, column: int, n_values: int, what: str) -> list[float]:
+def _vector(text: str, path: Path, n: int, column: int, n_values: int, what: str) -> np.ndarray:
     """Parse ``[ v1 v2 ... ]`` (column ``column`` of line ``n``) holding ``n_values`` numbers."""
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
@@ -165,14 +165,30 @@ def _vector(text: str, path: Path, n: int, column: int, n_values: int, what: str
                  else f"value {n_values + 1} onward is extra")
         raise DatasetFormatError(f"{path} line {n}, column {column}: expected {n_values} values (one per "
                                  f"{what}), found {len(values)}; {where}. The row is ragged: {_HINT}")
-    out = []
-    for k, v in enumerate(values):
-        try:
-            out.append(float(v))
-        except ValueError:
-            raise DatasetFormatError(f"{path} line {n}, column {column}, value {k + 1}: {v!r} is not a number. "
-                                     f"{_HINT}") from None
-    return out
+    try:
+        return np.fromiter(map(float, values), np.float64, len(values))
+    except ValueError:
+        for k, v in enumerate(values):
+            try:
+                float(v)
+            except ValueError:
+                raise DatasetFormatError(f"{path} line {n}, column {column}, value {k + 1}: {v!r} is not a "
+                                         f"number. {_HINT}") from None
+        raise  # pragma: no cover - numpy and float() agree
+
+
+def _binary_vector(text: str, n_values: int) -> np.ndarray | None:
+    """Fast path for ``[ 0 1 ... ]``: the ``n_values`` 0/1 values as float64, or None when the text
+    is anything else (then :func:`_vector` parses it and names what is wrong)."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    tokens = text[1:-1].split()
+    joined = "".join(tokens)
+    if len(tokens) != n_values or len(joined) != n_values or not joined.isascii():
+        return None
+    digits = np.frombuffer(joined.encode("ascii"), np.uint8) - ord("0")
+    return digits.astype(np.float64) if (digits <= 1).all() else None
 
 
 def _id_table(path: Path, pattern: re.Pattern, form: str, expected: str) -> list[tuple[int, str, str, str]]:
@@ -261,7 +277,7 @@ class LADDataset:
 
         # class-level attributes
         path = ann / "attributes_per_class.txt"
-        rows: dict[str, tuple[int, list[float]]] = {}
+        rows: dict[str, tuple[int, np.ndarray]] = {}
         for n, line in _text_lines(path, f"<label id>, [ {n_attr} values ]", _HINT):
             key, vec = _fields(path, n, line, 2, f"<label id>, [ {n_attr} values ]")
             if key not in all_ids:
@@ -274,7 +290,7 @@ class LADDataset:
         if missing:
             raise DatasetFormatError(f"{path} has no line for {missing[0]} ({len(missing)} class(es) of "
                                      f"{ann / 'label_list.txt'} missing); add `{missing[0]}, [ ... ]`. {_HINT}")
-        full = np.array([rows[k][1] for k in self.label_ids], np.float64).reshape(len(self.label_ids), n_attr)
+        full = np.stack([rows[k][1] for k in self.label_ids])
         self.class_attributes: np.ndarray = full[:, keep_attr].astype(np.float32)
 
         # images and per-image attributes
@@ -283,6 +299,7 @@ class LADDataset:
         self.samples: list[tuple[Path, int]] = []
         self._lines: list[int] = []
         image_attrs = []
+        base: Path | None = None
         for n, line in _text_lines(path, expected, _HINT):
             key, rel, vec = _fields(path, n, line, 3, expected)
             if key not in all_ids:
@@ -290,23 +307,23 @@ class LADDataset:
                                          f"{ann / 'label_list.txt'}. {_HINT}")
             if key not in position:
                 continue  # another super-class
-            values = _vector(vec, path, n, 3, n_attr, "attribute in attribute_list.txt")
-            bad = next((k for k, v in enumerate(values) if v not in (0.0, 1.0)), None)
-            if bad is not None:
-                raise DatasetFormatError(f"{path} line {n}, column 3, value {bad + 1}: {values[bad]!r} is not 0 "
-                                         f"or 1. {_HINT}")
-            image_path = self.images_dir / rel
-            if not image_path.is_file() and (root / rel).is_file():
-                image_path = root / rel
-            self.samples.append((image_path, position[key]))
+            values = _binary_vector(vec, n_attr)
+            if values is None:  # not plain 0/1 tokens: parse for the error (or 0.0 / 1.0 spelt out)
+                values = _vector(vec, path, n, 3, n_attr, "attribute in attribute_list.txt")
+                bad = np.flatnonzero((values != 0) & (values != 1))
+                if bad.size:
+                    raise DatasetFormatError(f"{path} line {n}, column 3, value {bad[0] + 1}: "
+                                             f"{vec.strip()[1:-1].split()[bad[0]]!r} is not 0 or 1. {_HINT}")
+            if base is None:  # paths are relative to LAD_images/ (or, failing that, to the root)
+                base = root if not (self.images_dir / rel).is_file() and (root / rel).is_file() else self.images_dir
+            self.samples.append((base / rel, position[key]))
             self._lines.append(n)
-            image_attrs.append([values[k] for k in keep_attr])
+            image_attrs.append(values[keep_attr].astype(np.uint8))
         if not self.samples:
             raise DatasetFormatError(f"{path} lists no images of the {len(self.label_ids)} class(es) read; "
                                      f"expected lines `{expected}`. {_HINT}")
         self.labels = np.array([label for _, label in self.samples], np.int64)
-        self.image_attributes: np.ndarray = np.array(image_attrs, np.uint8).reshape(len(self.samples),
-                                                                                    len(keep_attr))
+        self.image_attributes: np.ndarray = np.stack(image_attrs)
 
     @property
     def targets(self) -> list[int]:
