@@ -27,9 +27,10 @@ vector`` lines of ``attributes.txt`` with paths relative to ``LAD_images/``. Inf
 said so: the number format of the class-level vectors (:func:`export_lad` writes two
 decimals), the folder layout inside ``LAD_images/`` (the reader follows the paths in
 ``attributes.txt``, whatever they are; :func:`export_lad` writes
-``<S>_<class name>/<class name>_<NNNN>.jpg``), and a path is also looked up relative to the
-dataset root when it is not under ``LAD_images/``. Not read or written: ``images.txt``
-(bounding boxes; its column order could not be confirmed) and the split files.
+``<S>_<class name>/<class name>_<NNNN>.jpg``); when the first listed image is not under
+``LAD_images/`` but under the dataset root, all paths are taken relative to the root. Not read
+or written: ``images.txt`` (bounding boxes; its column order could not be confirmed) and the
+split files.
 
 Example::
 
