@@ -187,12 +187,12 @@ def world_vocabulary() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(classes, attributes)`` of the embedded world's boxes: the object classes then the
     part names; the class attributes (``ATTRIBUTES``) then the part colours that are not
     among them (``color:black``, ...), in the world's palette order."""
-    from advinterp.datasets import synthetic as sw
+    from advinterp.datasets.synthetic import ATTRIBUTES, CLASSES
 
     parts = ("head", "legs", "tail")
     palette = ("red", "green", "blue", "yellow", "black", "brown", "olive", "grey", "lightblue")
-    extra = tuple(f"color:{c}" for c in palette if f"color:{c}" not in sw.ATTRIBUTES)
-    return tuple(sw.CLASSES) + parts, tuple(sw.ATTRIBUTES) + extra
+    extra = tuple(f"color:{c}" for c in palette if f"color:{c}" not in ATTRIBUTES)
+    return tuple(CLASSES) + parts, tuple(ATTRIBUTES) + extra
 
 
 def scene_targets(boxes: Sequence[Any], classes: Sequence[str], attributes: Sequence[str]) -> dict[str, torch.Tensor]:
