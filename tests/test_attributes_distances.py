@@ -49,6 +49,19 @@ def test_class_distances_eqs_10_11_by_hand():
     np.testing.assert_allclose(d.d2, [math.sqrt(5), 2.0])
 
 
+def test_normalised_distances_by_hand_and_scale_free():
+    # image 0 on attribute "tail" (3): ZA0 / ||ZA0|| = (0, 0, 0, 1); phi1 / ||phi1|| = (0, .71, 0, .71); phi0 = e0
+    d = class_distances(ZA, Y, YW, PHI, attributes=[3], normalize=True)
+    np.testing.assert_allclose(d.d1[0], 1 - 1 / math.sqrt(2))
+    np.testing.assert_allclose(d.d2[0], 1.0)
+    a = prediction_distances(Z, ZA, Y, YW, PHI, fraction=0.5, normalize=True)
+    b = prediction_distances(10 * Z, 3 * ZA, Y, YW, PHI, fraction=0.5, normalize=True)
+    np.testing.assert_allclose(a.d1, b.d1)
+    assert not np.allclose(prediction_distances(10 * Z, 3 * ZA, Y, YW, PHI, fraction=0.5).d1, a.d1)
+    np.testing.assert_array_equal(select_clean(7 * Z, YW, PHI, k=2, normalize=True),
+                                  select_clean(Z, YW, PHI, k=2, normalize=True))
+
+
 def test_figure5_cases_and_image_sets():
     y = np.array([0, 1, 2])
     Z3, ZA3 = np.vstack([Z, [0, 0, 1, 1]]), np.vstack([ZA, [1, 1, 1, 1]])

@@ -82,3 +82,9 @@ def attribute_indices(attributes: Sequence[Any] | None, n_attributes: int,
     if len(set(out)) != len(out):
         raise ParameterError(owner, "attributes", list(attributes), "distinct attributes")
     return np.asarray(out, dtype=np.intp)
+
+
+def l2_rows(a: np.ndarray) -> np.ndarray:
+    """Each row divided by its Euclidean norm (rows of zeros stay zero)."""
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(n > 0, n, 1.0)

@@ -33,7 +33,7 @@ import numpy as np
 
 from advinterp.api import ParameterError
 
-from ._checks import attribute_indices, labels, matrix
+from ._checks import attribute_indices, l2_rows, labels, matrix
 
 __all__ = ["AttributeDistances", "top_changing_attributes", "select_images", "prediction_distances",
            "class_distances", "figure5", "attribute_indices", "DEFAULT_FRACTION"]
@@ -99,7 +99,7 @@ def select_images(y: Any, pred_correct: Any, pred_wrong: Any) -> np.ndarray:
     return np.flatnonzero((a == y) & (b != y))
 
 
-def _setup(owner, class_attributes, arrays, y, y_wrong, images, attributes, vocabulary):
+def _setup(owner, class_attributes, arrays, y, y_wrong, images, attributes, vocabulary, normalize=False):
     phi = matrix(owner, "class_attributes", class_attributes)
     n_cls, width = phi.shape
     first = matrix(owner, arrays[0][0], arrays[0][1], width=width)
@@ -119,12 +119,17 @@ def _setup(owner, class_attributes, arrays, y, y_wrong, images, attributes, voca
                                              or idx.max() >= n)):
             raise ParameterError(owner, "images", images, f"image indices in 0..{n - 1} or a ({n},) bool mask")
     attrs = attribute_indices(attributes, width, vocabulary, owner)
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise ParameterError(owner, "normalize", normalize, "True or False")
+    if normalize:  # over all E attributes, before the most-changing ones are chosen
+        phi, mats = l2_rows(phi), [l2_rows(m) for m in mats]
     return phi, [m[idx] for m in mats], yi[idx], yw[idx], idx.astype(np.intp), attrs
 
 
 def prediction_distances(Z_correct: Any, Z_wrong: Any, y: Any, y_wrong: Any, class_attributes: Any,
                          fraction: float = DEFAULT_FRACTION, attributes: Sequence[Any] | None = None,
-                         images: Any = None, vocabulary: Sequence[str] | None = None) -> AttributeDistances:
+                         images: Any = None, vocabulary: Sequence[str] | None = None,
+                         normalize: bool = False) -> AttributeDistances:
     """Eqs. 8-9 / 12-13: ``d1 = ||Z_correct - Z_wrong||``, ``d2 = ||phi(y) - phi(y_wrong)||``.
 
     Args:
@@ -139,12 +144,18 @@ def prediction_distances(Z_correct: Any, Z_wrong: Any, y: Any, y_wrong: Any, cla
         attributes: explicit attribute columns (indices, or names with ``vocabulary``).
         images: indices or a bool mask of the images to analyse (default all; see
             :func:`select_images`).
+        normalize: divide every predicted attribute vector and every class-attribute vector by
+            its Euclidean norm (over all attributes) first (default False: the paper's plain
+            Euclidean distances). SJE's ranking loss fixes the *order* of compatibilities, not
+            the scale of ``Z = theta^T W``, so raw ``Z`` and the 0/1 ``phi`` can be on very
+            different scales (docs/attributes.md measures it); normalised, d1 and d2 compare
+            directions on the unit sphere.
     """
     owner = "prediction_distances"
     f = _fraction(owner, fraction)
     phi, (zc, zw), yi, yw, idx, attrs = _setup(owner, class_attributes, [("Z_correct", Z_correct),
                                                                          ("Z_wrong", Z_wrong)],
-                                               y, y_wrong, images, attributes, vocabulary)
+                                               y, y_wrong, images, attributes, vocabulary, normalize)
     if attrs is None:
         attrs = top_changing_attributes(zc, zw, f) if len(zc) else np.empty(0, np.intp)
     d1 = np.linalg.norm(zc[:, attrs] - zw[:, attrs], axis=1)
@@ -154,7 +165,8 @@ def prediction_distances(Z_correct: Any, Z_wrong: Any, y: Any, y_wrong: Any, cla
 
 def class_distances(Z_wrong: Any, y: Any, y_wrong: Any, class_attributes: Any, Z_clean: Any = None,
                     fraction: float = DEFAULT_FRACTION, attributes: Sequence[Any] | None = None,
-                    images: Any = None, vocabulary: Sequence[str] | None = None) -> AttributeDistances:
+                    images: Any = None, vocabulary: Sequence[str] | None = None,
+                    normalize: bool = False) -> AttributeDistances:
     """Eqs. 10-11 / 14-15: ``d1 = ||Z_wrong - phi(y_wrong)||``, ``d2 = ||Z_wrong - phi(y)||``.
 
     Args:
@@ -164,6 +176,7 @@ def class_distances(Z_wrong: Any, y: Any, y_wrong: Any, class_attributes: Any, Z
             :func:`prediction_distances`.
         Z_clean: ``(N, E)`` predicted attributes of the same images when clean (same model), for
             the most-changing ranking ``|Z_clean - Z_wrong|``; needed unless ``attributes`` is given.
+        normalize: as :func:`prediction_distances`.
     """
     owner = "class_distances"
     f = _fraction(owner, fraction)
@@ -172,7 +185,7 @@ def class_distances(Z_wrong: Any, y: Any, y_wrong: Any, class_attributes: Any, Z
                              "most-changing attributes)", "Or pass attributes= explicitly.")
     arrays = [("Z_wrong", Z_wrong)] + ([] if Z_clean is None else [("Z_clean", Z_clean)])
     phi, mats, yi, yw, idx, attrs = _setup(owner, class_attributes, arrays, y, y_wrong, images, attributes,
-                                           vocabulary)
+                                           vocabulary, normalize)
     zw = mats[0]
     if attrs is None:
         attrs = top_changing_attributes(mats[1], zw, f) if len(zw) else np.empty(0, np.intp)
@@ -183,7 +196,7 @@ def class_distances(Z_wrong: Any, y: Any, y_wrong: Any, class_attributes: Any, Z
 
 def figure5(y: Any, class_attributes: Any, Z: Any, Z_adv: Any, pred: Any, pred_adv: Any,
             Z_at: Any = None, Z_adv_at: Any = None, pred_at: Any = None, pred_adv_at: Any = None,
-            fraction: float = DEFAULT_FRACTION) -> dict[str, AttributeDistances]:
+            fraction: float = DEFAULT_FRACTION, normalize: bool = False) -> dict[str, AttributeDistances]:
     """The four cases of Fig. 5 (those whose inputs are given).
 
     Args:
@@ -192,6 +205,7 @@ def figure5(y: Any, class_attributes: Any, Z: Any, Z_adv: Any, pred: Any, pred_a
             for the clean and adversarial images (the predictions may be SJE's or the softmax's).
         Z_at, Z_adv_at, pred_at, pred_adv_at: the same with the adversarially trained model.
         fraction: share of most-changing attributes, ranked per case on that case's images.
+        normalize: as :func:`prediction_distances`.
 
     Returns:
         ``{"a": eqs. 8-9, "c": eqs. 10-11}`` on the images clean-correct and adversarial-wrong
@@ -203,17 +217,19 @@ def figure5(y: Any, class_attributes: Any, Z: Any, Z_adv: Any, pred: Any, pred_a
     out = {}
     std = select_images(y, pred, pred_adv)
     pa = np.asarray(pred_adv)
-    out["a"] = _tag(prediction_distances(Z, Z_adv, y, pa, class_attributes, fraction, images=std), "8-9")
-    out["c"] = _tag(class_distances(Z_adv, y, pa, class_attributes, Z_clean=Z, fraction=fraction, images=std),
+    out["a"] = _tag(prediction_distances(Z, Z_adv, y, pa, class_attributes, fraction, images=std, normalize=normalize), "8-9")
+    out["c"] = _tag(class_distances(Z_adv, y, pa, class_attributes, Z_clean=Z, fraction=fraction, images=std,
+                                    normalize=normalize),
                     "10-11")
     if Z_adv_at is not None and pred_adv_at is not None:
         both = std[np.asarray(pred_adv_at)[std] == np.asarray(y)[std]]
-        out["b"] = _tag(prediction_distances(Z_adv_at, Z_adv, y, pa, class_attributes, fraction, images=both),
+        out["b"] = _tag(prediction_distances(Z_adv_at, Z_adv, y, pa, class_attributes, fraction, images=both,
+                                             normalize=normalize),
                         "12-13")
     if Z_at is not None and Z_adv_at is not None and pred_at is not None and pred_adv_at is not None:
         rob = select_images(y, pred_at, pred_adv_at)
         out["d"] = _tag(class_distances(Z_adv_at, y, np.asarray(pred_adv_at), class_attributes, Z_clean=Z_at,
-                                        fraction=fraction, images=rob), "14-15")
+                                        fraction=fraction, images=rob, normalize=normalize), "14-15")
     return out
 
 

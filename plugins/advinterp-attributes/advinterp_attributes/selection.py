@@ -23,7 +23,7 @@ import numpy as np
 
 from advinterp.api import ParameterError
 
-from ._checks import attribute_indices, labels, matrix
+from ._checks import attribute_indices, l2_rows, labels, matrix
 
 __all__ = ["top_k_attributes", "select_clean", "select_adversarial", "PAPER_K"]
 
@@ -53,9 +53,13 @@ def top_k_attributes(scores: Any, k: int, attributes: Sequence[Any] | None = Non
     return cand[order]
 
 
-def _select(owner, Z, y_ref, class_attributes, k, attributes, vocabulary):
+def _select(owner, Z, y_ref, class_attributes, k, attributes, vocabulary, normalize):
     phi = matrix(owner, "class_attributes", class_attributes)
     z = matrix(owner, "Z", Z, width=phi.shape[1])
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise ParameterError(owner, "normalize", normalize, "True or False")
+    if normalize:
+        phi, z = l2_rows(phi), l2_rows(z)
     yi = labels(owner, "y", y_ref, len(z), len(phi))
     try:
         return top_k_attributes(z - phi[yi], k, attributes, vocabulary)
@@ -64,7 +68,7 @@ def _select(owner, Z, y_ref, class_attributes, k, attributes, vocabulary):
 
 
 def select_clean(Z: Any, y_wrong: Any, class_attributes: Any, k: int, attributes: Sequence[Any] | None = None,
-                 vocabulary: Sequence[str] | None = None) -> np.ndarray:
+                 vocabulary: Sequence[str] | None = None, normalize: bool = False) -> np.ndarray:
     """Eq. 16: per image the ``k`` attributes maximising ``Z_i - phi(y_wrong)_i``.
 
     Args:
@@ -72,21 +76,23 @@ def select_clean(Z: Any, y_wrong: Any, class_attributes: Any, k: int, attributes
             adversarial training, Z-hat^AT).
         y_wrong: ``(N,)`` the class each image's adversarial version was assigned (phi(y)).
         class_attributes: ``(C, E)``; k, attributes, vocabulary: as :func:`top_k_attributes`.
+        normalize: divide each row of ``Z`` and of ``class_attributes`` by its Euclidean norm
+            first (default False; see :func:`advinterp_attributes.prediction_distances`).
 
     Returns: ``(N, k)`` attribute indices, best first.
     """
-    return _select("select_clean", Z, y_wrong, class_attributes, k, attributes, vocabulary)
+    return _select("select_clean", Z, y_wrong, class_attributes, k, attributes, vocabulary, normalize)
 
 
 def select_adversarial(Z_adv: Any, y: Any, class_attributes: Any, k: int, attributes: Sequence[Any] | None = None,
-                       vocabulary: Sequence[str] | None = None) -> np.ndarray:
+                       vocabulary: Sequence[str] | None = None, normalize: bool = False) -> np.ndarray:
     """Eq. 17: per image the ``k`` attributes maximising ``Z-hat_i - phi(y_n)_i``.
 
     Args:
         Z_adv: ``(N, E)`` predicted attributes of the adversarial images.
         y: ``(N,)`` true classes (phi(y_n)).
-        class_attributes, k, attributes, vocabulary: as :func:`select_clean`.
+        class_attributes, k, attributes, vocabulary, normalize: as :func:`select_clean`.
 
     Returns: ``(N, k)`` attribute indices, best first.
     """
-    return _select("select_adversarial", Z_adv, y, class_attributes, k, attributes, vocabulary)
+    return _select("select_adversarial", Z_adv, y, class_attributes, k, attributes, vocabulary, normalize)
