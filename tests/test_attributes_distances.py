@@ -78,7 +78,7 @@ def test_figure5_cases_and_image_sets():
     np.testing.assert_array_equal(b.attributes, [3, 0])
     np.testing.assert_allclose(b.d1, [1.0])
     np.testing.assert_allclose(b.d2, [math.sqrt(2)])
-    d = figure5(y, PHI, Z3, ZA3, pred, pred_adv, Z3, ZA3, pred, pred_adv, fraction=0.5)["d"]   # same model twice: = case c
+    d = figure5(y, PHI, Z3, ZA3, pred, pred_adv, Z3, ZA3, pred, pred_adv, fraction=0.5)["d"]  # same model twice: = c
     np.testing.assert_allclose(d.d1, out["c"].d1)
     np.testing.assert_array_equal(select_images(y, pred, pred_adv), [0, 1])
 

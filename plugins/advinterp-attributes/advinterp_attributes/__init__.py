@@ -26,8 +26,8 @@ from .features import features  # noqa: E402
 from .selection import select_adversarial, select_clean, top_k_attributes  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["SJE", "sje_loss", "sje_step", "features", "AttributeDistances", "attribute_indices", "class_distances", "figure5",
-           "prediction_distances", "select_images", "top_changing_attributes", "select_adversarial",
+__all__ = ["SJE", "sje_loss", "sje_step", "features", "AttributeDistances", "attribute_indices", "class_distances",
+           "figure5", "prediction_distances", "select_images", "top_changing_attributes", "select_adversarial",
            "select_clean", "top_k_attributes"]
 
 _LAZY = {"SJE": "sje", "sje_loss": "sje", "sje_step": "sje", "PREDICT_MODES": "sje"}

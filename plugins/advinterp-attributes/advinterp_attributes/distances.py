@@ -217,7 +217,8 @@ def figure5(y: Any, class_attributes: Any, Z: Any, Z_adv: Any, pred: Any, pred_a
     out = {}
     std = select_images(y, pred, pred_adv)
     pa = np.asarray(pred_adv)
-    out["a"] = _tag(prediction_distances(Z, Z_adv, y, pa, class_attributes, fraction, images=std, normalize=normalize), "8-9")
+    out["a"] = _tag(prediction_distances(Z, Z_adv, y, pa, class_attributes, fraction, images=std,
+                                         normalize=normalize), "8-9")
     out["c"] = _tag(class_distances(Z_adv, y, pa, class_attributes, Z_clean=Z, fraction=fraction, images=std,
                                     normalize=normalize),
                     "10-11")
