@@ -12,6 +12,9 @@ same quantile (0.005), with their defaults otherwise (dissect: batch 32, its own
 workers and activation cache; the baseline: batch 128). ``forward s`` times the full forward
 of every image alone (decoded beforehand), which both must run once: the end-to-end speedup
 cannot exceed ``baseline / forward``, and ``speedup without it`` compares the rest.
+``to the layer s`` times the forward that stops after the layer (what dissect runs; for a
+deep layer the whole network), the least any implementation must run, and ``cap`` =
+``baseline / to the layer s`` is the highest end-to-end speedup possible on the machine.
 
 Each run is a fresh subprocess (``--repeat`` times, the fastest kept), timed end to end
 (both passes, PNG decoding included, nothing cached between runs) with its peak memory:
