@@ -15,6 +15,10 @@ CVPR 2020), the first implementation (the paper has no public code).
 * analyzer ``a2e.saliency`` (:mod:`.saliency`): the paper's claim measured -- ``p`` alone,
   rescaled, classified as the target vs single-image PGD-l2 / C&W-l2 perturbations of the
   same l2 norm.
+* analyzers ``a2e.generation``, ``a2e.inpainting``, ``a2e.manipulation`` (:mod:`.generation`,
+  :mod:`.inpainting`, :mod:`.manipulation`; C5, Sec. 5.2): the robust-model image tasks from
+  class-Gaussian samples (:mod:`.gaussian`), a masked image (eq. 4) and a sketch, each next to
+  targeted l2 PGD from the same seed with the same budget.
 
 Registered through the ``advinterp`` entry point ``a2e = advinterp_a2e``. See
 ``docs/attack_to_explain.md``.
@@ -50,6 +54,9 @@ def advinterp_register_supports(register):
 def advinterp_register_analyzers(register):
     """``a2e.transfer`` (C4: target confidence of other models for p) and ``a2e.regions``
     (C3: p recomputed with an obstructed region, Fig. 4)."""
+    from .generation import A2EGeneration
+    from .inpainting import A2EInpainting
+    from .manipulation import A2EManipulation
     from .regions import A2ERegions
     from .saliency import A2ESaliency
     from .transfer import A2ETransfer
@@ -57,6 +64,9 @@ def advinterp_register_analyzers(register):
     register(A2ETransfer)
     register(A2ERegions)
     register(A2ESaliency)
+    register(A2EGeneration)
+    register(A2EInpainting)
+    register(A2EManipulation)
 
 
 @advinterp.hookimpl

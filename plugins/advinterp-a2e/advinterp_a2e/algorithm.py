@@ -42,6 +42,15 @@ never reached no refinement happens. With ``refine=False`` it is Algorithm 1 alo
 root of the number of pixel values, ``10 * sqrt(C*H*W / (3*224*224))`` (2.857 at 3x64x64)
 (:func:`default_eta`).
 
+Eq. 4 (Sec. 5.2.2, inpainting; ``penalty_mask`` given): every image's loss gains
+``penalty_beta * ||p * (1 - F)||_2`` (``F`` = 1 on the corrupt region, ``penalty_beta`` = the
+paper's beta = 10; not to be confused with ``beta``, the second-moment decay of line 9), so p
+grows freely inside the corrupt region and is held small outside it. As ``I_p = I + p``, the
+penalty's gradient w.r.t. each image is ``penalty_beta * p (1 - F) / ||p (1 - F)||_2`` (0 at
+``p (1 - F) = 0``); it is added to every ``grad J(d_i)`` of line 6 before the fusion of line 7
+(the expectation of eq. 4 holds the penalty inside). The sign search (lines 11-14) still scores
+the target probability alone. Without ``penalty_mask`` nothing changes (bit for bit).
+
 ``batched=True`` (default) computes the mini-batch gradient in one forward/backward and the
 sign search in shared forwards of ``eval_batch_size`` images (both signs together);
 ``batched=False`` is the straightforward reference with one forward per image (the
@@ -210,6 +219,34 @@ def moment_step(mu: torch.Tensor, sigma: torch.Tensor, g: torch.Tensor, t: int, 
     return mu, sigma, rho
 
 
+def penalty_gradient(p: torch.Tensor, keep: torch.Tensor, weight: float) -> torch.Tensor:
+    """Gradient of ``weight * ||p * keep||_2`` w.r.t. ``p`` (eq. 4 with ``keep = 1 - F``):
+    ``weight * keep^2 * p / ||p * keep||_2``, zero where ``p * keep = 0``."""
+    q = p * keep
+    n = float(q.norm())
+    return q * keep * (weight / n) if n > 0 else torch.zeros_like(p)
+
+
+def _penalty_keep(penalty_mask: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """``1 - F`` as a float ``(1 or C, H, W)`` tensor from a 0/1 ``F`` of shape ``(H, W)``,
+    ``(1, H, W)`` or ``(C, H, W)``."""
+    try:
+        f = torch.as_tensor(penalty_mask).detach().cpu()
+    except Exception:
+        raise ParameterError(OWNER, "penalty_mask", penalty_mask, "a 0/1 tensor (H, W), (1, H, W) or (C, H, W)") from None
+    c, h, w = shape
+    if f.dim() == 2:
+        f = f[None]
+    if f.dim() != 3 or tuple(f.shape[-2:]) != (h, w) or f.shape[0] not in (1, c):
+        raise ParameterError(OWNER, "penalty_mask", tuple(f.shape), f"a 0/1 mask of shape ({h}, {w}), (1, {h}, {w}) "
+                             f"or ({c}, {h}, {w})", "F marks the corrupt region with 1 (eq. 4).")
+    f = f.float()
+    if not bool(((f == 0) | (f == 1)).all()):
+        raise ParameterError(OWNER, "penalty_mask", "values", "only 0 and 1 (1 = the corrupt region F)",
+                             "Threshold a soft mask first, e.g. mask > 0.5.")
+    return 1.0 - f
+
+
 def project_l2(p: torch.Tensor, eta: float) -> torch.Tensor:
     """Line 20: ``p * min(1, eta / ||p||_2)``."""
     n = float(p.norm())
@@ -244,7 +281,8 @@ def attack_to_explain(model: Any, seed_image: torch.Tensor, samples: torch.Tenso
                       clip_search: bool = True, ascent: bool = True, search_radius: float = 1.0,
                       eval_batch_size: int = 32, batched: bool = True, seed: int = 0,
                       resume: A2EResult | None = None, progress: bool | None = None,
-                      trace: list | None = None) -> A2EResult:
+                      trace: list | None = None, penalty_mask: Any = None,
+                      penalty_beta: float = 10.0) -> A2EResult:
     """Algorithm 1 (with Algorithm 2 on the Sec. 5.1 schedule when ``refine``): a perturbation
     ``p`` that makes ``model`` predict ``target`` on the seed and on the samples.
 
@@ -276,6 +314,10 @@ def attack_to_explain(model: Any, seed_image: torch.Tensor, samples: torch.Tenso
         progress: show a progress bar with ``wp`` (``None``: on a terminal).
         trace: a list to append each iteration's internals to (``t, xi, g, rho, varrho_plus,
             varrho_minus, direction, p, wp``; for tests and inspection).
+        penalty_mask: ``None`` (default: Algorithm 1 as in Sec. 5.1) or eq. 4's ``F``, a 0/1
+            tensor ``(H, W)``, ``(1, H, W)`` or ``(C, H, W)`` with 1 on the corrupt region: the
+            loss gains ``penalty_beta * ||p * (1 - F)||_2`` (see the module docstring).
+        penalty_beta: eq. 4's beta (10, the paper's), used only with ``penalty_mask``.
 
     Returns:
         :class:`A2EResult`. Raises :class:`~advinterp.exceptions.ParameterError` for settings out
@@ -314,8 +356,15 @@ def attack_to_explain(model: Any, seed_image: torch.Tensor, samples: torch.Tenso
     if eta is None:
         eta = default_eta(tuple(d_bar.shape))
     eta, gamma = float(eta), float(gamma)
+    keep = None
+    if penalty_mask is not None:
+        _number("penalty_beta", penalty_beta, lambda v: v >= 0, "a number >= 0 (eq. 4's beta)",
+                "The paper uses beta = 10.")
+        keep = _penalty_keep(penalty_mask, tuple(d_bar.shape))
 
     dev, dt = adapter.device, adapter.dtype
+    if keep is not None:
+        keep = keep.to(dev, torch.float32)
     d_bar = d_bar.to(dev, dt)
     pool = pool.to(dev, dt)
     usable = pool[rows.to(dev)]
@@ -354,6 +403,8 @@ def attack_to_explain(model: Any, seed_image: torch.Tensor, samples: torch.Tenso
         D = (D_raw + pd).clamp(0, 1)
         t += 1                                             # line 5
         grads = ce_gradients(adapter, torch.cat([d[None], D]), target, batched).float()
+        if keep is not None:  # eq. 4: every image's loss gains penalty_beta * ||p (1 - F)||_2
+            grads = grads + penalty_gradient(p, keep, float(penalty_beta))[None]
         if ascent:  # +rho increases the target probability (see the module docstring)
             grads = -grads
         xi, g = fuse(grads[0], grads[1:])                  # lines 6-7
@@ -389,6 +440,8 @@ def attack_to_explain(model: Any, seed_image: torch.Tensor, samples: torch.Tenso
               "max_iter": max_iter, "refine": refine, "refine_every": refine_every, "refine_layer": refine_layer,
               "refine_scale": refine_scale, "search_on": search_on, "clip_search": clip_search, "ascent": ascent,
               "search_radius": search_radius, "seed": seed}
+    if keep is not None:  # only then: the params of runs without eq. 4 stay as they were
+        params.update(penalty_beta=float(penalty_beta), penalty_pixels=int((keep == 0).sum()))
     return A2EResult(
         p=p.detach().cpu(), wp=torch.tensor(wp_hist, dtype=torch.float64),
         indices=torch.stack(idx_hist).long() if idx_hist else torch.zeros(0, batch - 1, dtype=torch.long),

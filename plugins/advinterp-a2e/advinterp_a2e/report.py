@@ -1,5 +1,6 @@
-"""Report sections and figures of ``a2e.transfer`` (C4), ``a2e.regions`` (C3) and
-``a2e.saliency`` (the paper's claim: p alone is recognised as the target).
+"""Report sections and figures of ``a2e.transfer`` (C4), ``a2e.regions`` (C3),
+``a2e.saliency`` (the paper's claim: p alone is recognised as the target) and the robust-model
+tasks of C5 (``a2e.generation``, ``a2e.inpainting``, ``a2e.manipulation``).
 
 Figures are matplotlib ``Figure`` objects (no pyplot state), written with ``run.save_figure``
 (:func:`advinterp.api.save_figure`); headline numbers go to ``run.summary["a2e_transfer"]``,
@@ -13,6 +14,8 @@ import numpy as np
 
 from advinterp.api import ParameterError, Section, image_hwc
 
+from .generation import A2EGenerationResult
+from .inpainting import A2EInpaintingResult
 from .regions import A2ERegionsResult
 from .saliency import A2ESaliencyResult
 from .transfer import A2ETransferResult, rescale
@@ -23,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from advinterp.api import ReportGroup, Run
 
 __all__ = ["plot_transfer", "plot_regions", "plot_saliency", "transfer_section", "regions_section",
-           "saliency_section", "SECTIONS"]
+           "saliency_section", "plot_generation", "plot_inpainting", "generation_section", "inpainting_section",
+           "manipulation_section", "SECTIONS"]
 
 
 def _figure(w: float, h: float) -> "Figure":
@@ -207,9 +211,120 @@ def saliency_section(group: "ReportGroup", run: "Run") -> Section:
     return Section("Attack-to-explain: is p alone the target? (the paper's claim)", text, tables=tables, figures=figs)
 
 
+def _name(classes: Any, t: int) -> str:
+    return classes[t] if classes is not None and t < len(classes) else str(t)
+
+
+def plot_generation(result: A2EGenerationResult, classes: Any = None, max_images: int = 6) -> "Figure":
+    """Figs. 6 / 8: per image (first ``max_images``) the seed (or sketch), the a2e image, the
+    PGD image (and the original of a sketch), titled with the robust / standard model's
+    confidence in the intended class."""
+    if not isinstance(result, A2EGenerationResult):
+        raise ParameterError("plot_generation", "result", result, "an A2EGenerationResult")
+    n = min(len(result.target), int(max_images))
+    cols = 3 + (result.original is not None)
+    fig = _figure(1.6 * cols, 1.75 * max(n, 1))
+    if not n:
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no image", ha="center", va="center")
+        return fig
+    axes = fig.subplots(n, cols, squeeze=False)
+    std = result.standard_model or "standard"
+    for i in range(n):
+        t = int(result.target[i])
+        for j, (kind, img) in enumerate((("seed", result.seeds[i]), ("a2e", result.a2e[i]), ("pgd", result.pgd[i]))):
+            rc = float(getattr(result, f"robust_{kind}")[i])
+            sc = float(getattr(result, f"standard_{kind}")[i])
+            label = ("sketch" if result.original is not None else "seed") if kind == "seed" else kind.upper()
+            extra = "" if not np.isfinite(sc) else f" {std[:8]} {sc:.2f}"
+            _show(axes[i, j], img, f"{label} -> {_name(classes, t)}\nrobust {rc:.2f}{extra}")
+        if result.original is not None:
+            _show(axes[i, 3], result.original[i], "original")
+    return fig
+
+
+def _confidence_section(group: "ReportGroup", run: "Run", key: str, title: str, what: str) -> Section:
+    results = {s.id: s.result for s in group.steps}
+    summary = [{"step": k, "eta": r.eta, **row} for k, r in results.items() for row in r.summary_rows()]
+    run.summary[key] = summary
+    tables = [("Confidence in the intended class (means over images)", summary),
+              ("Per image", [{"step": k, **row} for k, r in results.items() for row in r.rows()])]
+    figs = [(f"{what} -- {s.id}", run.save_figure(plot_generation(s.result, run.classes),
+                                                   f"{_step_name(s)}_{key}.png")) for s in group.steps]
+    text = ["Attack-to-explain on the analysed (adversarially robust) model next to the baseline of Santurkar et al. "
+            "(2019): targeted l2 PGD from the same seed with the same l2 budget eta (the paper's budget at 3x224x224 "
+            "scaled with sqrt(C*H*W)). D_bar is a set of samples of the intended class's Gaussian (4x downsampled "
+            "mean and covariance, Sec. 5.2). 'confidence' is the softmax probability of the intended class for "
+            "the robust model and for a standard model, which the images were not optimised on."]
+    return Section(title, text, tables=tables, figures=figs)
+
+
+def generation_section(group: "ReportGroup", run: "Run") -> Section:
+    """The ``a2e.generation`` steps: confidences (robust, standard) for seed / a2e / PGD, Fig. 6."""
+    return _confidence_section(group, run, "a2e_generation", "Attack-to-explain: image generation (C5, Fig. 6)",
+                               "Seed (class Gaussian sample), a2e and PGD images with the confidences (Fig. 6)")
+
+
+def manipulation_section(group: "ReportGroup", run: "Run") -> Section:
+    """The ``a2e.manipulation`` steps: confidences for sketch / a2e / PGD, Fig. 8."""
+    return _confidence_section(group, run, "a2e_manipulation",
+                               "Attack-to-explain: image manipulation from a sketch (C5, Fig. 8)",
+                               "Sketch, a2e (with refinement) and PGD images, and the original (Fig. 8)")
+
+
+def plot_inpainting(result: A2EInpaintingResult, classes: Any = None, max_images: int = 6) -> "Figure":
+    """Fig. 7: per image masked | a2e | PGD | original, with PSNR / SSIM against the original."""
+    if not isinstance(result, A2EInpaintingResult):
+        raise ParameterError("plot_inpainting", "result", result, "an A2EInpaintingResult")
+    from matplotlib.patches import Rectangle
+
+    n = min(len(result.target), int(max_images))
+    fig = _figure(1.6 * 4, 1.75 * max(n, 1))
+    if not n:
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no image", ha="center", va="center")
+        return fig
+    axes = fig.subplots(n, 4, squeeze=False)
+    side = int(result.masks[0].sum().item() ** 0.5) if len(result.masks) else 0
+    for i in range(n):
+        for j, kind in enumerate(("masked", "a2e", "pgd")):
+            img = getattr(result, kind)[i]
+            _show(axes[i, j], img, f"{kind if kind == 'masked' else kind.upper()}: "
+                  f"{float(getattr(result, f'psnr_{kind}')[i]):.1f} dB, SSIM {float(getattr(result, f'ssim_{kind}')[i]):.2f}")
+            r, c = (int(v) for v in result.positions[i])
+            axes[i, j].add_patch(Rectangle((c - 0.5, r - 0.5), side, side, fill=False, ec="red", lw=0.8))
+        _show(axes[i, 3], result.original[i], f"original ({_name(classes, int(result.target[i]))})")
+    return fig
+
+
+def inpainting_section(group: "ReportGroup", run: "Run") -> Section:
+    """The ``a2e.inpainting`` steps: PSNR / SSIM of masked, a2e and PGD images, Fig. 7."""
+    results = {s.id: s.result for s in group.steps}
+    summary = [{"step": k, "eta": r.eta, "beta": r.beta, **row} for k, r in results.items() for row in r.summary_rows()]
+    run.summary["a2e_inpainting"] = summary
+    tables = [("PSNR (dB) and SSIM against the uncorrupted image (means over images; wins: images where the method "
+               "beats the other)", summary),
+              ("Per image", [{"step": k, **row} for k, r in results.items() for row in r.rows()])]
+    figs = [(f"Masked image (seed), a2e, PGD, original, with PSNR / SSIM (Fig. 7) -- {s.id}",
+             run.save_figure(plot_inpainting(s.result, run.classes), f"{_step_name(s)}_a2e_inpainting.png"))
+            for s in group.steps]
+    text = ["A square region F of each image is replaced by a flat colour; the masked image is the seed of "
+            "attack-to-explain with loss eq. 4 (beta * ||p (1 - F)||_2 added to every image's cross-entropy) and of "
+            "targeted l2 PGD (by default restricted to F), both towards the image's class with the same l2 budget. "
+            "Since the true image is known, PSNR and SSIM (scikit-image, data range 1) against it measure what the "
+            "paper only shows; 'psnr_region' is the PSNR inside F alone, 'outside_change' the l2 change outside F. "
+            "PSNR of an unchanged image is reported as 100 dB."]
+    return Section("Attack-to-explain: inpainting (C5, eq. 4, Fig. 7)", text, tables=tables, figures=figs)
+
+
 #: ``(group kind, component name)`` -> the section the plugin answers with.
 SECTIONS: dict[tuple[str, str], Callable[["ReportGroup", "Run"], Section]] = {
     ("analyzer", "a2e.transfer"): transfer_section,
     ("analyzer", "a2e.regions"): regions_section,
     ("analyzer", "a2e.saliency"): saliency_section,
+    ("analyzer", "a2e.generation"): generation_section,
+    ("analyzer", "a2e.inpainting"): inpainting_section,
+    ("analyzer", "a2e.manipulation"): manipulation_section,
 }
