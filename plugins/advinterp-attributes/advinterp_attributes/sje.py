@@ -52,16 +52,24 @@ PREDICT_MODES = ("nearest", "compatibility")
 
 #: Rows per product in :func:`sje_loss`. A multi-threaded BLAS product of a few hundred rows can
 #: cost milliseconds of thread start-up on a busy machine (measured: 16 ms for 512 x 96 @ 96 x 16 on
-#: two shared CPUs vs 0.03 ms for 256 rows); the loss is computed every epoch.
+#: two shared CPUs vs 0.03 ms for 256 rows).
 _BLOCK = 256
 
 
-def _violators(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores + Delta, y*)`` for a batch: ``(B, C)`` and ``(B,)``."""
-    s = (X @ W) @ phi.T
-    s += 1.0
-    s[np.arange(len(y_idx)), y_idx] -= 1.0  # Delta(y_n, y_n) = 0
-    return s, s.argmax(axis=1)
+def _scores(W: np.ndarray, X: np.ndarray, off: np.ndarray, phi: np.ndarray, out: np.ndarray | None = None
+            ) -> np.ndarray:
+    """``Delta + F`` for a batch, ``(B, C)``; ``off``: ``1 - onehot(y_n)``, ``(B, C)``.
+
+    Adding ``off`` keeps the true class's score exact (as a per-sample loop's ``delta + scores``
+    with ``delta[y_n] = 0`` does). Written into ``out`` when given."""
+    s = np.matmul(X @ W, phi.T, out=out)
+    s += off
+    return s
+
+
+def _hinge_sum(s: np.ndarray, onehot: np.ndarray) -> float:
+    """``sum_n max_y (Delta + F) - F(y_n)`` from :func:`_scores`' output (``Delta(y_n, y_n) = 0``)."""
+    return float(s.max(axis=1).sum() - (s * onehot).sum())
 
 
 def sje_loss(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, phi: np.ndarray) -> float:
@@ -78,10 +86,11 @@ def sje_loss(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, phi: np.ndarray) -
     if len(X) == 0:
         return 0.0
     W, phi = np.asarray(W, dtype=np.float64), np.asarray(phi, dtype=np.float64)
+    eye = np.eye(len(phi))
     total = 0.0
     for i in range(0, len(X), _BLOCK):  # row blocks: small products stay single-threaded in BLAS
-        s, _ = _violators(W, X[i:i + _BLOCK], y_idx[i:i + _BLOCK], phi)
-        total += float((s.max(axis=1) - s[np.arange(len(s)), y_idx[i:i + _BLOCK]]).sum())
+        oh = eye[y_idx[i:i + _BLOCK]]
+        total += _hinge_sum(_scores(W, X[i:i + _BLOCK], 1.0 - oh, phi), oh)
     return total / len(X)
 
 
@@ -91,19 +100,20 @@ def sje_step(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, phi: np.ndarray, l
 
     Args: as :func:`sje_loss`, plus ``learning_rate`` (eta). Returns the number of updating samples.
     """
-    return _step(W, X, y_idx, phi, learning_rate)[0]
+    X, y_idx = np.asarray(X, dtype=np.float64), np.asarray(y_idx, dtype=np.intp)
+    return _step(W, X, y_idx, 1.0 - np.eye(len(phi))[y_idx], phi, learning_rate)
 
 
-def _step(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, phi: np.ndarray, lr: float) -> tuple[int, float]:
-    """:func:`sje_step`; also returns the batch's summed loss before the update (free: same scores)."""
-    s, y_star = _violators(W, X, y_idx, phi)
-    rows = np.arange(len(y_idx))
-    loss = float((s[rows, y_star] - s[rows, y_idx]).sum())
+def _step(W: np.ndarray, X: np.ndarray, y_idx: np.ndarray, off: np.ndarray, phi: np.ndarray, lr: float,
+          out: np.ndarray | None = None) -> int:
+    """:func:`sje_step` given ``off = 1 - onehot(y_n)``; the batch's ``Delta + F`` (before the
+    update) is written into ``out`` when given (``fit`` takes the epoch's loss from it)."""
+    y_star = _scores(W, X, off, phi, out).argmax(axis=1)
     bad = y_star != y_idx
-    n = int(bad.sum())
+    n = int(np.count_nonzero(bad))
     if n:
         W += lr * (X[bad].T @ (phi[y_idx[bad]] - phi[y_star[bad]]))
-    return n, loss
+    return n
 
 
 def _number(owner: str, name: str, value: Any, low: float, integer: bool, inclusive: bool = False) -> None:
@@ -225,17 +235,20 @@ class SJE(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         n, d = X.shape
         W = rng.standard_normal((d, phi.shape[1])) * (float(self.init_scale) / np.sqrt(d))
-        bs = int(self.batch_size)
+        bs, lr, eye = int(self.batch_size), float(self.learning_rate), np.eye(len(phi))
         losses, updates = [], []
         for _ in range(int(self.n_epochs)):
             Xe, ye = (X, y_idx)
             if self.shuffle:
                 order = rng.permutation(n)
                 Xe, ye = X[order], y_idx[order]  # one gather per epoch; the batches are views
-            count, total = 0, 0.0
+            oh = eye[ye]
+            off, S = 1.0 - oh, np.empty((n, len(phi)))  # S: every sample's Delta + F when visited
+            count = 0
             for start in range(0, n, bs):
-                c, l = _step(W, Xe[start:start + bs], ye[start:start + bs], phi, float(self.learning_rate))
-                count, total = count + c, total + l
+                stop = start + bs
+                count += _step(W, Xe[start:stop], ye[start:stop], off[start:stop], phi, lr, S[start:stop])
+            total = _hinge_sum(S, oh)
             updates.append(count)
             losses.append(total / n)
         self.coef_ = W
