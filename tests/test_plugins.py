@@ -220,7 +220,7 @@ def test_install_hint_prefers_the_exceptions_own_hint():
 
 
 #: The plugins this repository ships (plugins/* and the example plugin): none may be missing.
-SHIPPED_PLUGINS = ("art", "captum", "dissect", "gridablate", "logit_margin")
+SHIPPED_PLUGINS = ("art", "captum", "dissect", "gridablate", "logit_margin", "a2e", "attributes")
 
 
 def test_every_shipped_plugin_is_loaded():
@@ -238,6 +238,7 @@ def test_every_shipped_plugin_is_loaded():
     assert ("probe", "dissection") in by_plugin["dissect"]
     assert ("attack", "art.pgd") in by_plugin["art"]
     assert ("analyzer", "example.logit_margin") in by_plugin["logit_margin"]
+    assert ("attack", "a2e") in by_plugin["a2e"]
 
 
 def test_disabling_one_plugin_leaves_the_others_loaded(monkeypatch, fresh_registry):
@@ -246,7 +247,7 @@ def test_disabling_one_plugin_leaves_the_others_loaded(monkeypatch, fresh_regist
     reg = advinterp.reload_plugins()
     status = {p.name: p for p in reg.plugins}
     assert status["captum"].disabled and not status["captum"].loaded
-    for name in ("builtins", "art", "dissect", "gridablate", "logit_margin"):
+    for name in ("builtins", *(p for p in SHIPPED_PLUGINS if p != "captum")):
         assert status[name].loaded and not status[name].disabled, status[name]
     after = {(c.kind, c.name, c.plugin) for c in reg.list()}
     # exactly the captum components are gone; every other plugin's components are registered
