@@ -19,7 +19,6 @@ pytest.importorskip("advinterp_a2e")
 from advinterp_a2e.saliency import A2ESaliency, A2ESaliencyResult, alone_confidence, match_l2  # noqa: E402
 from advinterp_a2e.transfer import rescale  # noqa: E402
 
-torch.set_num_threads(2)
 
 FAST = {"pgd": {"max_iter": 10},
         "cw_l2": {"max_iter": 20, "binary_search_steps": 2, "learning_rate": 0.1, "initial_const": 1.0}}
@@ -97,6 +96,13 @@ def test_rates_against_a_hand_computed_model():
     assert np.allclose(res.l2, p.flatten(1).norm(dim=1).numpy(), atol=1e-6)
     # x0 + p: channel means 0.6 / 0.4 -> the analysed model predicts channel c too
     assert np.array_equal(res.success[:, 0], [1, 1, 0, 0])
+    # a zero perturbation (a failed baseline) has nothing to classify: left out of the rates
+    p0 = p.clone()
+    p0[3] = 0
+    zero = A2ESaliency(baselines=[], models=[]).analyze(
+        model, AdversarialBatch(x0=x0, x_adv=x0 + p0, y_true=y, y_target=t, attack="a2e"))
+    assert np.isnan(zero.top1[3]).all() and np.isnan(zero.prob[3]).all()
+    assert zero.summary_rows()[0]["images"] == 3 and zero.summary_rows()[0]["target_rate"] == pytest.approx(2 / 3)
     # an image whose target is its own label (untargeted batch, y_adv = y) is skipped (NaN)
     un = AdversarialBatch(x0=x0, x_adv=x0 + p, y_true=torch.tensor([0, 2, 1, 1]), y_adv=torch.tensor([0, 1, 0, 2]))
     skipped = A2ESaliency(baselines=[], models=[]).analyze(model, un)

@@ -166,8 +166,8 @@ def plot_saliency(result: A2ESaliencyResult, classes: Any = None, max_images: in
         _show(fig.add_subplot(grid[i, 0]), result.x0[i], f"x0 -> {name}")
         for j, meth in enumerate(result.methods):
             hits = "".join("T" if result.top1[i, j, k] == 1 else "-" for k in range(len(result.models)))
-            _show(fig.add_subplot(grid[i, j + 1]), result.alone[i, j],
-                  f"{meth} ||p||={result.norms[i, j]:.2f} [{hits}]")
+            label = f"{meth} ||p||={result.norms[i, j]:.2f} [{hits}]" if result.norms[i, j] > 0 else f"{meth}: failed"
+            _show(fig.add_subplot(grid[i, j + 1]), result.alone[i, j], label)
     ax = fig.add_subplot(grid[:, m + 1])
     rows = {(r["method"], r["model"]): r for r in result.summary_rows()}
     xs = np.arange(len(result.models))
@@ -206,7 +206,8 @@ def saliency_section(group: "ReportGroup", run: "Run") -> Section:
             "p_i = x_adv[i] - x0[i] and, on the single image x0[i], targeted baselines of the same l2 norm ||p_i|| "
             "(l2 PGD with eps = ||p_i||; C&W-l2's minimal perturbation scaled up to ||p_i||, clipped so that "
             "x0 + delta stays in [0, 1]) are classified alone, rescaled, by each model. 'attack_success' is whether "
-            "x0 + delta itself is classified as the target by the analysed model. Ratios are the batch's p over the "
+            "x0 + delta itself is classified as the target by the analysed model; a baseline that failed (C&W without a "
+            "successful iterate: delta = 0) is left out of its rates ('images' counts the rest). Ratios are the batch's p over the "
             "baseline (inf: the baseline never hits the target)."]
     return Section("Attack-to-explain: is p alone the target? (the paper's claim)", text, tables=tables, figures=figs)
 
@@ -230,14 +231,13 @@ def plot_generation(result: A2EGenerationResult, classes: Any = None, max_images
         ax.text(0.5, 0.5, "no image", ha="center", va="center")
         return fig
     axes = fig.subplots(n, cols, squeeze=False)
-    std = result.standard_model or "standard"
     for i in range(n):
         t = int(result.target[i])
         for j, (kind, img) in enumerate((("seed", result.seeds[i]), ("a2e", result.a2e[i]), ("pgd", result.pgd[i]))):
             rc = float(getattr(result, f"robust_{kind}")[i])
             sc = float(getattr(result, f"standard_{kind}")[i])
             label = ("sketch" if result.original is not None else "seed") if kind == "seed" else kind.upper()
-            extra = "" if not np.isfinite(sc) else f" {std[:8]} {sc:.2f}"
+            extra = "" if not np.isfinite(sc) else f", std {sc:.2f}"
             _show(axes[i, j], img, f"{label} -> {_name(classes, t)}\nrobust {rc:.2f}{extra}")
         if result.original is not None:
             _show(axes[i, 3], result.original[i], "original")
@@ -291,8 +291,8 @@ def plot_inpainting(result: A2EInpaintingResult, classes: Any = None, max_images
     for i in range(n):
         for j, kind in enumerate(("masked", "a2e", "pgd")):
             img = getattr(result, kind)[i]
-            _show(axes[i, j], img, f"{kind if kind == 'masked' else kind.upper()}: "
-                  f"{float(getattr(result, f'psnr_{kind}')[i]):.1f} dB, SSIM {float(getattr(result, f'ssim_{kind}')[i]):.2f}")
+            db, ss = float(getattr(result, f"psnr_{kind}")[i]), float(getattr(result, f"ssim_{kind}")[i])
+            _show(axes[i, j], img, f"{kind if kind == 'masked' else kind.upper()}: {db:.1f} dB, SSIM {ss:.2f}")
             r, c = (int(v) for v in result.positions[i])
             axes[i, j].add_patch(Rectangle((c - 0.5, r - 0.5), side, side, fill=False, ec="red", lw=0.8))
         _show(axes[i, 3], result.original[i], f"original ({_name(classes, int(result.target[i]))})")

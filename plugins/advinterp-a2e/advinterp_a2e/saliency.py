@@ -144,7 +144,8 @@ class A2ESaliencyResult(Result):
         success: ``(N, M)`` 1.0 when ``x0[i] + delta`` is classified as the target by the
             analysed model (the attack worked), else 0.0; NaN for a skipped image.
         prob, top1: ``(N, M, K)`` target probability / top-1 = target of the perturbation
-            alone, rescaled to [0, 1], by model ``k``; NaN for a skipped image.
+            alone, rescaled to [0, 1], by model ``k``; NaN for a skipped image and for a zero
+            perturbation (a baseline attack that failed).
         x0: ``(N, C, H, W)`` the clean images; ``alone``: ``(N, M, C, H, W)`` the rescaled
             perturbations (the classified images).
         attack: the batch's attack; ``baseline_params``: each baseline's settings (``eps``
@@ -234,7 +235,10 @@ class A2ESaliency(Analyzer):
     * every baseline's ``delta = x_adv - x0`` is then brought to ``||p_i||_2`` with
       :func:`match_l2` (``match_norm=True``): C&W's minimal perturbation scaled up (clipped so
       ``x0 + delta`` stays in [0, 1], repeated), PGD's usually already on the sphere (a no-op).
-      A failed C&W (``delta = 0``) stays 0 and its rescaled image is uniform 0.
+      A failed C&W (no successful iterate: ``delta = 0``) has no perturbation to show: its
+      ``prob`` / ``top1`` are NaN and the rates count the other images (``images`` in
+      :meth:`A2ESaliencyResult.summary_rows`; a uniform image would be classified as whatever
+      the model makes of a constant input).
 
     Every perturbation (the batch's and the baselines') is classified alone, rescaled to
     [0, 1], by each model (:func:`alone_confidence`): the analysed model as ``"source"`` when
@@ -368,10 +372,11 @@ class A2ESaliency(Analyzer):
             flat = deltas[vi].flatten(0, 1).float()
             tt = target[vi].cpu().repeat_interleave(m)
             res = alone_confidence(flat, tt, models, batch_size=int(self.batch_size))
+            zero = torch.as_tensor(norms[vi.numpy()] == 0)  # no perturbation (a failed C&W): nothing to classify
             for kk, name in enumerate(models):
                 pr, t1 = res[name]
-                prob[vi.numpy(), :, kk] = pr.reshape(len(vi), m)
-                top1[vi.numpy(), :, kk] = t1.reshape(len(vi), m)
+                prob[vi.numpy(), :, kk] = np.where(zero.numpy(), np.nan, pr.reshape(len(vi), m))
+                top1[vi.numpy(), :, kk] = np.where(zero.numpy(), np.nan, t1.reshape(len(vi), m))
         bparams = {b: dict(s) for b, (_, s) in baselines.items()}
         return A2ESaliencyResult(methods=methods, models=tuple(models), target=target.cpu().numpy(),
                                  l2=l2.cpu().numpy(), norms=norms, success=success, prob=prob, top1=top1,
