@@ -233,7 +233,8 @@ def _penalty_keep(penalty_mask: Any, shape: tuple[int, ...]) -> torch.Tensor:
     try:
         f = torch.as_tensor(penalty_mask).detach().cpu()
     except Exception:
-        raise ParameterError(OWNER, "penalty_mask", penalty_mask, "a 0/1 tensor (H, W), (1, H, W) or (C, H, W)") from None
+        raise ParameterError(OWNER, "penalty_mask", penalty_mask,
+                             "a 0/1 tensor (H, W), (1, H, W) or (C, H, W)") from None
     c, h, w = shape
     if f.dim() == 2:
         f = f[None]

@@ -148,7 +148,7 @@ class RobustTask(Analyzer):
             sel[i] = False
         if not bool(sel.any()):
             raise ParameterError(self._owner(), "class_images", f"no image of class {c}",
-                                 f"at least one image of class {c}" + (" other than image " + str(i) if from_batch else ""),
+                                 f"at least one image of class {c}" + (f" other than image {i}" if from_batch else ""),
                                  "Analyse a batch with several images per class, or pass class images as context "
                                  "class_images / class_labels (e.g. an attack step over the train split).")
         return class_gaussian(x[sel], factor=int(self.factor), ridge=float(self.ridge))
