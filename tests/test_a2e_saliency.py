@@ -96,6 +96,9 @@ def test_rates_against_a_hand_computed_model():
     assert np.allclose(res.l2, p.flatten(1).norm(dim=1).numpy(), atol=1e-6)
     # x0 + p: channel means 0.6 / 0.4 -> the analysed model predicts channel c too
     assert np.array_equal(res.success[:, 0], [1, 1, 0, 0])
+    # images = k: the first k pairs only
+    first = A2ESaliency(baselines=[], models=[], images=2).analyze(model, batch)
+    assert np.array_equal(first.top1[:, 0, 0], [1, 1]) and len(first.rows()) == 2
     # a zero perturbation (a failed baseline) has nothing to classify: left out of the rates
     p0 = p.clone()
     p0[3] = 0
