@@ -206,9 +206,9 @@ def saliency_section(group: "ReportGroup", run: "Run") -> Section:
             "p_i = x_adv[i] - x0[i] and, on the single image x0[i], targeted baselines of the same l2 norm ||p_i|| "
             "(l2 PGD with eps = ||p_i||; C&W-l2's minimal perturbation scaled up to ||p_i||, clipped so that "
             "x0 + delta stays in [0, 1]) are classified alone, rescaled, by each model. 'attack_success' is whether "
-            "x0 + delta itself is classified as the target by the analysed model; a baseline that failed (C&W without a "
-            "successful iterate: delta = 0) is left out of its rates ('images' counts the rest). Ratios are the batch's p over the "
-            "baseline (inf: the baseline never hits the target)."]
+            "x0 + delta itself is classified as the target by the analysed model; a baseline that failed (C&W "
+            "without a successful iterate: delta = 0) is left out of its rates ('images' counts the rest). Ratios "
+            "are the batch's p over the baseline (inf: the baseline never hits the target)."]
     return Section("Attack-to-explain: is p alone the target? (the paper's claim)", text, tables=tables, figures=figs)
 
 
