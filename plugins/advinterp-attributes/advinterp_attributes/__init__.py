@@ -12,6 +12,10 @@ Adversarial Examples with Attributes", 2020), the first slice of issue 16.
   adversarial fine-tuning of a deep copy (capability D3).
 * analyzer ``attributes.robustness`` (:mod:`.robustness`): softmax vs SJE accuracy over an eps
   grid, clean / IFGSM / adversarially trained (Fig. 4; D1, D3); report section in :mod:`.report`.
+* analyzer ``attributes.grounding`` (:mod:`.grounding_analysis`): eqs. 16-17 selections of
+  flipped images grounded with the attribute detector, precision vs true boxes (Figs. 6-7; D6).
+* analyzer ``attributes.distances`` (:mod:`.distances_analysis`): d1 / d2 of the four Fig. 5
+  cases with an adversarially trained copy (D4).
 
 Registered through the ``advinterp`` entry point ``attributes = advinterp_attributes``.
 scikit-learn is imported only when :class:`SJE` is first used. See ``docs/attributes.md``.
@@ -49,10 +53,14 @@ def __getattr__(name: str):
 
 @advinterp.hookimpl
 def advinterp_register_analyzers(register):
-    """``attributes.robustness`` (Fig. 4)."""
+    """``attributes.robustness`` (Fig. 4), ``attributes.grounding`` (Figs. 6-7), ``attributes.distances`` (Fig. 5)."""
+    from .distances_analysis import AttributeDistanceAnalysis
+    from .grounding_analysis import AttributeGrounding
     from .robustness import Robustness
 
     register(Robustness)
+    register(AttributeGrounding)
+    register(AttributeDistanceAnalysis)
 
 
 @advinterp.hookimpl
