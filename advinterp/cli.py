@@ -66,8 +66,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         study.check()
         print(f"{study.spec.path}: OK ({len(study.steps)} steps: {', '.join(s.id for s in study.steps)})")
         return 0
-    study.run(out, engine=args.engine)
+    study.run(out, engine=_engine(args))
     return 0
+
+
+def _engine(args: argparse.Namespace):
+    """``--engine`` as a name, or with ``--address`` the executor configured with it."""
+    if args.address is None:
+        return args.engine
+    from .registry import get_executor
+
+    return get_executor(args.engine, address=args.address)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -83,7 +92,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.print_study:
         print(DEMO_STUDY.read_text(), end="")
         return 0
-    run_demo(out=args.out, n=args.n, n_attack=args.n_attack, seed=args.seed, engine=args.engine)
+    run_demo(out=args.out, n=args.n, n_attack=args.n_attack, seed=args.seed, engine=_engine(args))
     return 0
 
 
@@ -167,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in RUN_DIR: its saved study.toml with that run's --set values")
     pr.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
                     help="override a [vars] entry (or seed, shard_size); repeatable")
-    pr.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")
+    pr.add_argument("--engine", default="local", help="shard executor (local; plugins add others, e.g. ray)")
+    pr.add_argument("--address", default=None, help="the engine's cluster (--engine ray: a Ray head's address; "
+                                                   "default $RAY_ADDRESS, else a local cluster); see docs/scale-out.md")
     pr.add_argument("--check", action="store_true", help="check the study (names, params, files, models) and stop")
     pr.set_defaults(func=_cmd_run)
 
@@ -180,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--n", type=int, default=1000, help="test scenes (default 1000)")
     pd.add_argument("--n-attack", type=int, default=200, help="scenes attacked with PGD per model (default 200)")
     pd.add_argument("--seed", type=int, default=0)
-    pd.add_argument("--engine", default="local", help="shard executor (local; plugins add others)")
+    pd.add_argument("--engine", default="local", help="shard executor (local; plugins add others, e.g. ray)")
+    pd.add_argument("--address", default=None, help="the engine's cluster (--engine ray: a Ray head's address)")
     pd.add_argument("--print-study", action="store_true", help="print the demo's study file and exit")
     pd.set_defaults(func=_cmd_demo)
 

@@ -9,6 +9,13 @@ the shards in flight -- in any order: partial results are merged in shard order 
 
 An engine that runs shards elsewhere (other processes, a cluster) gets tasks whose
 ``fn`` and ``args`` are picklable: module-level functions and plain data.
+
+Two optional methods complete the protocol: ``configure(**options)`` receives the engine's
+options (``advinterp run --engine ray --address ADDR`` calls
+``get_executor("ray", address=ADDR)``, which hands ``address`` to ``configure``; an executor
+without it takes no options) and ``close()`` releases what the executor holds (workers, a
+cluster connection) -- :meth:`advinterp.Study.run` calls it at the end of a run for the
+executors it looked up by name, not for an executor object it was given.
 """
 from __future__ import annotations
 

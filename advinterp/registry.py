@@ -253,13 +253,25 @@ def get_ablation_backend(device: torch.device | str = "cpu"):
     return get_registry().pm.hook.advinterp_grid_ablation_backend(device=torch.device(device))
 
 
-def get_executor(engine: str = "local"):
+def get_executor(engine: str = "local", **options: Any):
     """The study executor for ``engine`` (firstresult hook ``advinterp_study_executor``; the
-    core's in-process executor answers ``"local"`` last)."""
+    core's in-process executor answers ``"local"`` last). ``options`` (e.g. ``address`` of
+    ``--address``) go to the executor's ``configure(**options)``; one without it takes none."""
     ex = get_registry().pm.hook.advinterp_study_executor(engine=engine)
     if ex is None:
+        fix = ("The ray engine comes with the advinterp-ray plugin: pip install -e plugins/advinterp-ray "
+               "(it installs ray). " if engine == "ray" else "")
         raise ParameterError("advinterp", "engine", engine, "an engine a loaded plugin provides ('local' is built in)",
-                             "Install the plugin that provides it; `advinterp list` shows the loaded plugins.")
+                             fix + "Install the plugin that provides it; `advinterp list` shows the loaded plugins.")
+    options = {k: v for k, v in options.items() if v is not None}
+    if options:
+        configure = getattr(ex, "configure", None)
+        if configure is None:
+            name = sorted(options)[0]
+            raise ParameterError(f"engine {engine!r}", name, options[name], "no option: this engine takes none",
+                                 "Leave it out, or pick an engine that takes it (e.g. --engine ray --address ADDR "
+                                 "with the advinterp-ray plugin).")
+        configure(**options)
     return ex
 
 

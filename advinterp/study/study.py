@@ -30,7 +30,7 @@ from .. import __version__
 from ..components import Analyzer, Attack, Explainer, Probe, Subset, load_items, load_labels
 from ..data import AdversarialBatch, random_targets
 from ..exceptions import AdvinterpError, UnknownComponentError
-from ..executor import ShardTask
+from ..executor import Executor, ShardTask
 from ..model import ModelAdapter, model_fingerprint
 from ..registry import get_executor, get_registry
 from ..results import Result
@@ -340,14 +340,16 @@ class Study:
         return s.model if s.model is not None else next(iter(self.spec.models))
 
     # ------------------------------------------------------------------ running
-    def run(self, out: str | Path | None = None, engine: str = "local", log: Callable[[str], None] = print,
-            report: bool = True) -> Run:
+    def run(self, out: str | Path | None = None, engine: "str | Executor" = "local",
+            log: Callable[[str], None] = print, report: bool = True) -> Run:
         """Run every step not already done in ``out`` and write the report.
 
         Args:
             out: the run folder (default ``runs/<title>-<time>``); results already in it
                 whose keys match are reused, so the same folder resumes a killed run.
-            engine: the executor's engine (``"local"``: in this process; plugins add others).
+            engine: the executor's engine (``"local"``: in this process; plugins add others,
+                e.g. ``"ray"``), or an executor object (``get_executor("ray", address=...)``),
+                which the caller then owns (this run does not close it).
             log: where progress lines go.
             report: write ``index.html`` and ``summary.json`` at the end.
 
@@ -355,7 +357,15 @@ class Study:
             The :class:`~advinterp.study.views.Run` (its ``steps`` hold every result).
         """
         self.check()
-        executor = get_executor(engine)
+        executor = get_executor(engine) if isinstance(engine, str) else engine
+        try:
+            return self._run(out, executor, log, report)
+        finally:
+            close = getattr(executor, "close", None)
+            if isinstance(engine, str) and close is not None:
+                close()
+
+    def _run(self, out: str | Path | None, executor: "Executor", log: Callable[[str], None], report: bool) -> Run:
         out = Path(out) if out is not None else Path("runs") / f"{safe_name(self.spec.title)}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "study.toml").write_text(self.spec.text, encoding="utf-8")
