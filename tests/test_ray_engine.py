@@ -246,7 +246,9 @@ class KillingExecutor(RayExecutor):
     """Kills (``ray.kill``, restart allowed) the actor of a running shard when the first
     shard of a step is done."""
 
-    killed: list[str] = []
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.killed: list[str] = []
 
     def run(self, tasks, done):
         first = [True]
@@ -269,8 +271,29 @@ def test_killing_an_actor_mid_run_still_completes_with_identical_results(folder,
         run = _run(folder, folder / "killed", engine=ex)
     finally:
         ex.close()
-    assert "attack:1" in ex.killed and "dissection:1" in ex.killed  # shards were running when killed
+    # an actor was killed while running a shard, in each sharded step (which shard: the one in
+    # flight when the step's first shard came back)
+    assert {k.split(":")[0] for k in ex.killed} == {"attack", "pse", "dissection"}, ex.killed
     _assert_equal_runs(run, local_run)
+
+
+def test_a_module_the_workers_cannot_import_is_an_error_naming_the_fix(folder, ray_local, monkeypatch):
+    """Without the by-value shipping of driver-only modules, the workers cannot unpickle the
+    test's model (its class lives in tests/study_fixtures.py, in no installed package)."""
+    import advinterp_ray.executor as rex
+
+    for name in ("study_fixtures", __name__):
+        if name in ray.cloudpickle.list_registry_pickle_by_value():
+            ray.cloudpickle.unregister_pickle_by_value(sys.modules[name])
+    monkeypatch.setattr(rex, "_driver_only_modules", lambda objects: set())
+    ex = RayExecutor(num_workers=1)
+    try:
+        with pytest.raises(advinterp.AdvinterpError, match=r"step 'attack': shard 0 \(images 0:8\): the Ray workers "
+                           r"cannot import a module the shard needs .*No module named 'study_fixtures'.*Make the "
+                           r"component a plugin installed on every node"):
+            _run(folder, folder / "unimportable", engine=ex)
+    finally:
+        ex.close()
 
 
 def test_bad_address_and_missing_ray_name_the_fix(folder, ray_local, monkeypatch, capsys):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
 import socket
 import sys
 import types
@@ -362,17 +363,19 @@ class RayExecutor:
         ray = _ray()
         where = f"step {task.step!r}: shard {task.index} ({task.label or 'no label'})"
         cause = getattr(e, "cause", None)
-        if isinstance(e, ray.exceptions.RayActorError):
-            return AdvinterpError(f"{where} failed on the Ray engine: its worker died {self.max_retries + 1} "
-                                  f"time(s) ({type(e).__name__}: {e}). The finished shards are saved; rerun to "
-                                  f"resume (raise max_retries, or give actors more memory with num_cpus/num_gpus).")
         text = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
-        if isinstance(cause, ModuleNotFoundError) or "No module named" in str(e):
+        missing = re.search(r"No module named '[^']+'", str(e))
+        if isinstance(cause, ModuleNotFoundError) or missing:
+            text = f"ModuleNotFoundError: {missing.group(0)}" if missing else text
             return AdvinterpError(
                 f"{where}: the Ray workers cannot import a module the shard needs ({text}). Make the component "
                 f"a plugin installed on every node (a package with an `advinterp` entry point, see docs/plugins.md), "
                 f"or keep it in the driver's __main__ / a module outside any installed package, which the Ray "
                 f"engine ships by value.")
+        if isinstance(e, ray.exceptions.RayActorError):
+            return AdvinterpError(f"{where} failed on the Ray engine: its worker died, and kept dying on the "
+                                  f"{self.max_retries} retries ({type(e).__name__}: {e}). The finished shards are saved; rerun to "
+                                  f"resume (raise max_retries, or give actors more memory with num_cpus/num_gpus).")
         return AdvinterpError(f"{where} failed on the Ray engine: {text}. The finished shards are saved; fix the "
                               f"cause and rerun to resume.\nworker traceback:\n{e}")
 
