@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from advinterp.api import (AdversarialBatch, Analyzer, ModelAdapter, Param, ParameterError, Result,
-                           UnknownComponentError, as_adapter, get_attack, get_model)
+                           UnknownComponentError, as_adapter, get_attack)
 
-from .transfer import DEFAULT_MODELS, rescale
+from .transfer import DEFAULT_MODELS, rescale, resolve_models
 
 __all__ = ["match_l2", "alone_confidence", "A2ESaliency", "A2ESaliencyResult", "DEFAULT_BASELINES",
            "BASELINE_DEFAULTS"]
@@ -296,25 +296,8 @@ class A2ESaliency(Analyzer):
         return cls, settings
 
     def _models(self, model: ModelAdapter, context: Mapping[str, Any]) -> dict[str, Any]:
-        owner = f"{type(self).__name__}.analyze"
-        models: dict[str, Any] = {"source": model} if self.include_source else {}
-        for name in self.models:
-            if name in models:
-                raise ParameterError(owner, "models", name, "distinct names ('source' is the analysed model)")
-            models[name] = get_model(name)
-        user = context.get("models")
-        if user is not None:
-            if not isinstance(user, Mapping) or not all(isinstance(k, str) for k in user):
-                raise ParameterError(owner, "models (context)", user, "a {name: model} mapping")
-            for name, m in user.items():
-                if name in models:
-                    raise ParameterError(owner, "models (context)", name, "names not already used",
-                                         f"{sorted(models)} are taken.")
-                models[name] = m
-        if not models:
-            raise ParameterError(owner, "models", list(self.models), "at least one model",
-                                 "Name registered models, pass context models=..., or include_source=True.")
-        return models
+        return resolve_models(f"{type(self).__name__}.analyze", model, self.include_source, self.models,
+                              context.get("models"))
 
     def _analyze(self, model: ModelAdapter, batch: AdversarialBatch, **context: Any) -> A2ESaliencyResult:
         baselines = {b: self._baseline(b) for b in self.baselines}

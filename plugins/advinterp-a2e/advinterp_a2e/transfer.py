@@ -23,7 +23,7 @@ import torch
 from advinterp.api import (AdversarialBatch, Analyzer, ModelAdapter, Param, ParameterError, Result, as_adapter,
                            get_model)
 
-__all__ = ["rescale", "transfer_confidence", "A2ETransfer", "A2ETransferResult", "DEFAULT_MODELS"]
+__all__ = ["rescale", "resolve_models", "transfer_confidence", "A2ETransfer", "A2ETransferResult", "DEFAULT_MODELS"]
 
 #: The registered models ``a2e.transfer`` classifies with by default.
 DEFAULT_MODELS = ("synthetic-cnn", "synthetic-cnn-robust")
@@ -115,6 +115,29 @@ def transfer_confidence(p: Any, target: Any, models: Mapping[str, Any], held_out
                 vals["baseline"][i], vals["baseline_top1"][i] = _probs(adapter, held, ti, batch_size)
         out[name] = {k: float(v[0]) for k, v in vals.items()} if single else vals
     return out
+
+
+def resolve_models(owner: str, source: Any, include_source: bool, names: Any, user: Any) -> dict[str, Any]:
+    """``{name: model}``: the analysed model as ``"source"`` (when ``include_source``), the
+    registered models ``names``, then the user's ``{name: model}`` mapping (a context);
+    names must be distinct and at least one model must result."""
+    models: dict[str, Any] = {"source": source} if include_source else {}
+    for name in names:
+        if name in models:
+            raise ParameterError(owner, "models", name, "distinct names ('source' is the analysed model)")
+        models[name] = get_model(name)
+    if user is not None:
+        if not isinstance(user, Mapping) or not all(isinstance(k, str) for k in user):
+            raise ParameterError(owner, "models (context)", user, "a {name: model} mapping")
+        for name, m in user.items():
+            if name in models:
+                raise ParameterError(owner, "models (context)", name, "names not already used",
+                                     f"{sorted(models)} are taken.")
+            models[name] = m
+    if not models:
+        raise ParameterError(owner, "models", list(names), "at least one model",
+                             "Name registered models, pass context models=..., or include_source=True.")
+    return models
 
 
 def held_out_index(y_true: torch.Tensor, target: int, i: int, limit: int = 0) -> torch.Tensor:
@@ -223,23 +246,7 @@ class A2ETransfer(Analyzer):
     def _analyze(self, model: ModelAdapter, batch: AdversarialBatch, **context: Any) -> A2ETransferResult:
         owner = f"{type(self).__name__}.analyze"
         n = len(batch.x0)
-        models: dict[str, Any] = {"source": model} if self.include_source else {}
-        for name in self.models:
-            if name in models:
-                raise ParameterError(owner, "models", name, "distinct names ('source' is the analysed model)")
-            models[name] = get_model(name)
-        user = context.get("models")
-        if user is not None:
-            if not isinstance(user, Mapping) or not all(isinstance(k, str) for k in user):
-                raise ParameterError(owner, "models (context)", user, "a {name: model} mapping")
-            for name, m in user.items():
-                if name in models:
-                    raise ParameterError(owner, "models (context)", name, "names not already used",
-                                         f"{sorted(models)} are taken.")
-                models[name] = m
-        if not models:
-            raise ParameterError(owner, "models", list(self.models), "at least one model",
-                                 "Name registered models, pass context models=..., or include_source=True.")
+        models = resolve_models(owner, model, self.include_source, self.models, context.get("models"))
         hx, hy = context.get("held_out_images"), context.get("held_out_labels")
         if (hx is None) != (hy is None):
             raise ParameterError(owner, "held_out_images", None, "held_out_images and held_out_labels together")
