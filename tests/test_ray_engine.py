@@ -103,10 +103,22 @@ class FlakyMetrics(advinterp.get_registry().info("analyzer", "attack_metrics").o
         return super().analyze(model, batch, **context)
 
 
+class DyingMetrics(FlakyMetrics):
+    """``attack_metrics`` whose worker process dies (``os._exit``) in any process but the driver."""
+
+    name = "dying_metrics"
+
+    def analyze(self, model, batch, **context):
+        if os.getpid() != DRIVER_PID:
+            os._exit(3)
+        return super().analyze(model, batch, **context)
+
+
 class FlakyPlugin:
     @advinterp.hookimpl
     def advinterp_register_analyzers(self, register):
         register(FlakyMetrics)
+        register(DyingMetrics)
 
 
 def _register():
@@ -240,6 +252,22 @@ def test_a_shard_that_keeps_failing_stops_the_study_and_the_local_engine_resumes
     want = advinterp.get_analyzer("attack_metrics").analyze(study_fixtures.counting_toy(),
                                                             local_run.steps["attack"].result)
     _same(run.steps["flaky"].result.l2, want.l2, "flaky.l2")
+
+
+def test_a_shard_whose_worker_keeps_dying_stops_the_study_naming_it(folder, ray_local, local_run):
+    import shutil
+
+    out = folder / "dying"
+    shutil.copytree(folder / "local", out)  # the study's steps are done: only "dying" runs
+    text = STUDY + FLAKY_STEP.replace('"flaky"', '"dying"').replace("flaky_metrics", "dying_metrics")
+    ex = RayExecutor(num_workers=1, max_retries=1)
+    try:
+        with pytest.raises(advinterp.AdvinterpError, match=r"step 'dying': shard 0 \(images 0:8\) failed on the Ray "
+                           r"engine: its worker died, and kept dying on the 1 retries"):
+            _run(folder, out, engine=ex, text=text)
+    finally:
+        ex.close()
+    assert all(_cached(out).values())  # what was done before is still there
 
 
 class KillingExecutor(RayExecutor):
