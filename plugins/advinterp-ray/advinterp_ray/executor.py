@@ -374,8 +374,8 @@ class RayExecutor:
                 f"engine ships by value.")
         if isinstance(e, ray.exceptions.RayActorError):
             return AdvinterpError(f"{where} failed on the Ray engine: its worker died, and kept dying on the "
-                                  f"{self.max_retries} retries ({type(e).__name__}: {e}). The finished shards are saved; rerun to "
-                                  f"resume (raise max_retries, or give actors more memory with num_cpus/num_gpus).")
+                                  f"{self.max_retries} retries ({type(e).__name__}: {e}). The finished shards "
+                                  f"are saved; rerun to resume (raise max_retries, or give actors more memory with num_cpus/num_gpus).")
         return AdvinterpError(f"{where} failed on the Ray engine: {text}. The finished shards are saved; fix the "
                               f"cause and rerun to resume.\nworker traceback:\n{e}")
 
