@@ -220,7 +220,7 @@ def test_install_hint_prefers_the_exceptions_own_hint():
 
 
 #: The plugins this repository ships (plugins/* and the example plugin): none may be missing.
-SHIPPED_PLUGINS = ("art", "captum", "dissect", "gridablate", "logit_margin", "a2e", "attributes")
+SHIPPED_PLUGINS = ("art", "captum", "dissect", "gridablate", "logit_margin", "a2e", "attributes", "ray")
 
 
 def test_every_shipped_plugin_is_loaded():
