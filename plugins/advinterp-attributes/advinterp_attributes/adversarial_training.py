@@ -65,7 +65,7 @@ def _integer(name: str, v: Any, low: int) -> int:
 
 
 def alpha_adversarial_training(model: Any, x: Any, y: Any, eps: float = 0.06, alpha: float = 0.5, epochs: int = 2,
-                               lr: float = 1e-4, batch_size: int = 32, eps_step: float | None = None,
+                               lr: float = 5e-4, batch_size: int = 32, eps_step: float | None = None,
                                max_iter: int = 5, seed: int = 0, train_bn: bool = False,
                                name: str | None = None) -> ModelAdapter:
     """Fine-tune a deep copy of ``model`` with eq. 2's alpha-mixed clean + PGD loss.
@@ -76,7 +76,7 @@ def alpha_adversarial_training(model: Any, x: Any, y: Any, eps: float = 0.06, al
         eps: the PGD l_inf budget (default 0.06; the paper uses the attack's eps).
         alpha: weight of the clean loss in eq. 2, in [0, 1] (default 0.5; 1 = clean training only,
             no attack is run).
-        epochs: passes over ``x`` (default 2). lr: Adam's learning rate (default 1e-4).
+        epochs: passes over ``x`` (default 2). lr: Adam's learning rate (default 5e-4).
         batch_size: images per step (default 32).
         eps_step: PGD step (default ``eps / 4``). max_iter: PGD iterations (default 5).
         seed: seeds the shuffling, PGD's random start and the global RNG during training (the

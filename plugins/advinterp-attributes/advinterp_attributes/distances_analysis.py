@@ -77,7 +77,7 @@ class AttributeDistanceAnalysis(Analyzer):
 
     Parameters: ``fraction`` (0.2), ``normalize`` (True), ``predictions`` ("softmax" / "sje"),
     ``robust_model`` ("" = train an eq.-2 copy; else a registered model name), ``at_eps`` (0.06),
-    ``alpha`` (0.5), ``epochs`` (2), ``lr`` (1e-4), ``at_max_iter`` (5), ``eps`` (0.06: IFGSM on
+    ``alpha`` (0.5), ``epochs`` (2), ``lr`` (5e-4), ``at_max_iter`` (5), ``eps`` (0.06: IFGSM on
     the robust model), ``max_iter`` (10), ``n_train`` (256), ``sje_epochs`` (50),
     ``dataset`` / ``dataset_params``, ``seed`` (0).
 
@@ -95,7 +95,7 @@ class AttributeDistanceAnalysis(Analyzer):
         "at_eps": Param.number(0.06, low=0.0, high=1.0, doc="PGD eps of adversarial training"),
         "alpha": Param.number(0.5, low=0.0, high=1.0, doc="eq. 2's clean weight"),
         "epochs": Param.integer(2, low=1, doc="adversarial-training epochs"),
-        "lr": Param.number(1e-4, low=0.0, doc="adversarial-training learning rate"),
+        "lr": Param.number(5e-4, low=0.0, doc="adversarial-training learning rate"),
         "at_max_iter": Param.integer(5, low=1, doc="PGD iterations while training"),
         "eps": Param.number(0.06, low=0.0, high=1.0, doc="IFGSM eps on the robust model"),
         "max_iter": Param.integer(10, low=1, doc="IFGSM iterations on the robust model"),

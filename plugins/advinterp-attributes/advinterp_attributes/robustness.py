@@ -156,7 +156,7 @@ class Robustness(Analyzer):
     (``["untargeted", "targeted"]``), ``max_iter`` (IFGSM iterations, 10), ``step_fraction``
     (IFGSM step = fraction * eps, 0.25), ``adversarial_training`` (True), ``at_eps`` (None: the
     attack's eps, one copy per eps; a number: one copy for all), ``alpha`` (0.5), ``epochs``
-    (2), ``lr`` (1e-4), ``at_max_iter`` (PGD iterations while training, 5), ``n_train`` (256),
+    (2), ``lr`` (5e-4), ``at_max_iter`` (PGD iterations while training, 5), ``n_train`` (256),
     ``sje_epochs`` (50), ``dataset`` / ``dataset_params`` (class attributes of a registered
     dataset; "" = the embedded world), ``seed`` (0).
 
@@ -178,7 +178,7 @@ class Robustness(Analyzer):
                         doc="PGD eps of adversarial training (None: one copy per eps of the grid)", invalid=(0.0, 2)),
         "alpha": Param.number(0.5, low=0.0, high=1.0, doc="eq. 2's weight of the clean loss"),
         "epochs": Param.integer(2, low=1, doc="adversarial-training epochs"),
-        "lr": Param.number(1e-4, low=0.0, doc="adversarial-training Adam learning rate"),
+        "lr": Param.number(5e-4, low=0.0, doc="adversarial-training Adam learning rate"),
         "at_max_iter": Param.integer(5, low=1, doc="PGD iterations during adversarial training"),
         "n_train": Param.integer(256, low=1, doc="embedded-world training scenes (without context train)"),
         "sje_epochs": Param.integer(50, low=1, doc="SJE epochs"),
