@@ -112,3 +112,24 @@ def test_distances_figure():
     res = DistancesResult(cases={"a": c}, accuracy={}, n=2)
     assert res.rows()[0]["d1_lt_d2"] == 0.5 and res.rows()[0]["mean_d1"] == pytest.approx(0.3)
     assert len(plot_distances(res).axes) == 4
+
+
+def test_class_attributes_and_names_from_an_awa2_folder(world_batch, tmp_path, monkeypatch):
+    """dataset = "awa2": the class-attribute matrix and the names come from the folder (the
+    world exported in the AwA2 layout, so both equal the world's)."""
+    from advinterp.datasets.awa2 import export_awa2
+    from advinterp.datasets.synthetic import ATTRIBUTES, SyntheticWorld
+
+    export_awa2(tmp_path / "awa2", n_per_class=1)
+    model, batch, scenes = world_batch
+    params = {"dataset": "awa2", "dataset_params": {"root": str(tmp_path / "awa2"), "size": 64}}
+    rob = advinterp.get_analyzer("attributes.robustness", eps=[0.05], modes=["untargeted"], max_iter=2,
+                                 n_train=24, sje_epochs=5, adversarial_training=False, **params).analyze(model, batch)
+    assert rob.attributes_from == "dataset awa2"
+    monkeypatch.setattr(grounding_analysis, "load_detector", lambda path="": (_Oracle(scenes), "oracle"))
+    g = advinterp.get_analyzer("attributes.grounding", n_images=1, n_train=24, sje_epochs=5, **params).analyze(
+        model, batch)
+    assert g.attributes_from == "dataset awa2"
+    assert set(g.groundings[0]["clean"]["attributes"]) <= set(ATTRIBUTES)
+    np.testing.assert_array_equal(advinterp.get_dataset("awa2", **params["dataset_params"]).class_attributes,
+                                  SyntheticWorld().class_attributes)
