@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import advinterp
-from advinterp.api import AdversarialBatch, ParameterError
+from advinterp.api import ParameterError
 from advinterp.testing import assert_model_unchanged, toy_batch, toy_data, toy_model
 from advinterp_attributes.adversarial_training import alpha_adversarial_training, mixed_loss
 from advinterp_attributes.robustness import COLUMNS, Robustness, RobustnessResult

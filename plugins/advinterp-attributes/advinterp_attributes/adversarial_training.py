@@ -53,7 +53,8 @@ def _number(name: str, v: Any, low: float, high: float | None = None, low_open: 
         v = float(v)
         ok = (v > low if low_open else v >= low) and (high is None or v <= high)
     if not ok:
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        hi = f"{high}]" if high is not None else "inf)"
+        rng = f"{'(' if low_open else '['}{low}, {hi}"
         raise ParameterError(_OWNER, name, v, f"a finite number in {rng}")
     return float(v)
 

@@ -82,7 +82,8 @@ def robustness_section(group: "ReportGroup", run: "Run") -> Section:
             for s in group.steps]
     text = ["IFGSM (l_inf, untargeted and targeted to a random class != y) on the model; SJE classifies the model's "
             "pooled features of the same adversarial images (the attack transferred from the softmax model, as in the "
-            "paper). AT: a copy of the model fine-tuned with eq. 2 (alpha * CE(x) + (1 - alpha) * CE(PGD(x))), attacked "
+            "paper). AT: a copy of the model fine-tuned with eq. 2 (alpha * CE(x) + (1 - alpha) * CE(PGD(x))), "
+            "attacked "
             "itself, with an SJE refitted on its features. The user's model is not trained."]
     return Section("Attributes: softmax vs SJE under attack (Gulshad et al. Fig. 4)", text, tables=tables,
                    figures=figs)
@@ -122,7 +123,8 @@ def grounding_section(group: "ReportGroup", run: "Run") -> Section:
     run.summary["attributes_grounding"] = {k: {"precision": r.precision, "images": len(r.groundings),
                                                "detector": r.detector_source} for k, r in results.items()}
     tables = [(f"Grounding precision against the true boxes ({r.n_true} images with true boxes; detector: "
-               f"{r.detector_source}) -- {k}", r.precision_rows()) for k, r in results.items() if r.precision]
+               f"{r.detector_source}) -- {k}", r.precision_rows())
+              for k, r in results.items() if r.precision]
     tables += [("Selected attributes and their boxes (per image, clean / adversarial)",
                 [{"step": k, **row} for k, r in results.items() for row in r.rows()])]
     figs = [(f"Selected attributes grounded on the clean and the adversarial image (Figs. 6-7 analogue) -- {s.id}",
@@ -133,7 +135,8 @@ def grounding_section(group: "ReportGroup", run: "Run") -> Section:
             "on the model's pooled features, grounded with the attribute detector: the boxes that carry each "
             "attribute in its colour, the attributes no box carries in grey. Precision: grounded (attribute, box) "
             "pairs whose box matches a true box (IoU >= 0.5) carrying the attribute."]
-    text += [f"{k}: detector {r.detector_source}." for k, r in results.items() if r.detector_source.startswith("untrained")]
+    text += [f"{k}: detector {r.detector_source}." for k, r in results.items()
+             if r.detector_source.startswith("untrained")]
     return Section("Attributes: grounding the selected attributes (Gulshad et al. Figs. 6-7)", text, tables=tables,
                    figures=figs)
 
