@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..components import Attack
-from .guards import needs_grad
+from .guards import linf_eps_param, needs_grad
 from .pgd import PGD
 from .pgd_core import pgd_linf
 
@@ -21,8 +21,9 @@ class IFGSM(Attack):
     """
 
     name = "ifgsm"
-    # PGD's parameters without its random start (IFGSM starts from the clean image)
-    params = {k: PGD.params[k] for k in ("eps", "eps_step", "max_iter", "targeted")}
+    # PGD's l_inf parameters without its random start (IFGSM starts from the clean image)
+    params = {"eps": linf_eps_param(0.3, doc="l_inf bound in pixel units, at most 1 (8/255 for a 0-255 budget of 8)"),
+              **{k: PGD.params[k] for k in ("eps_step", "max_iter", "targeted")}}
     conformance_params = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 3}
     #: refinable (Table A1 refines IFGSM too): every step is projected onto the support
     supports_mask = True
