@@ -50,3 +50,30 @@ def test_the_studys_numbers_are_consistent(gulshad_run):
     # eps 0.12 leaves the softmax model no more accurate than eps 0.01
     assert (res.accuracy[:, 1, 1] <= res.accuracy[:, 0, 1]).all()
     assert run.steps["grounding"].result.n_true == len(run.steps["grounding"].result.groundings)
+
+
+def test_the_same_file_runs_on_an_awa2_folder(tmp_path):
+    """The study's [vars] switch it to an AwA2 folder (the embedded world exported in AwA2's
+    format stands in for the real one): the attack reads the folder and the SJE uses the
+    folder's class-attribute matrix."""
+    pytest.importorskip("advinterp_attributes")
+    import numpy as np
+
+    from advinterp.datasets.awa2 import export_awa2
+    from advinterp.datasets.synthetic import SyntheticWorld
+
+    root = export_awa2(tmp_path / "AwA2", n_per_class=2)
+    over = {**TINY, "n": 6, "eps": [0.06], "dataset": "awa2",
+            "data_params": {"root": str(root), "size": 64},
+            "attributes_from": "awa2", "attributes_params": {"root": str(root)}}
+    study = Study.from_file(GULSHAD, over)
+    run = study.run(tmp_path / "run", log=lambda m: None)
+    batch = run.steps["ifgsm"].result
+    assert len(batch.x0) == 6
+    res = run.steps["robustness"].result
+    assert res.attributes_from == "dataset awa2"
+    # the folder's matrix is the world's (exported), read back from predicate-matrix-binary.txt
+    import advinterp
+
+    ds = advinterp.get_dataset("awa2", root=str(root))
+    np.testing.assert_array_equal(np.asarray(ds.class_attributes), SyntheticWorld().class_attributes)
