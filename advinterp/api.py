@@ -26,7 +26,9 @@ Reports and studies
     :class:`Section` (title, text, tables, figures), :func:`save_figure`, :func:`image_hwc`
     (any image as ``imshow`` wants it),
     :class:`ReportGroup`, :class:`Run`, :class:`StepView` (what ``advinterp_report_section``
-    receives), :class:`ShardTask` and :class:`Executor` (``advinterp_study_executor``).
+    receives), :class:`ShardTask` and :class:`Executor` (``advinterp_study_executor``);
+    paper comparisons (``advinterp_register_papers``): :class:`Finding`,
+    :func:`comparison_section`, :func:`gap`, :func:`gap_verdict`, :func:`threshold_verdict`.
 Attack guards
     :func:`needs_grad` (an attack's ``_generate`` runs with gradients whatever the caller's grad
     mode), :func:`check_linf_eps`, :func:`linf_eps_param`, :func:`is_linf`,
@@ -54,6 +56,7 @@ from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get
                        get_support, is_building)
 from .report import Section
 from .results import Result, format_table
+from .sections.paper import Finding, comparison_section, gap, gap_verdict, threshold_verdict
 from .study.views import ReportGroup, Run, StepView
 from .viz.common import image_hwc, save_figure
 
@@ -63,4 +66,5 @@ __all__ = ["check_linf_eps", "check_norm_budget", "is_linf", "linf_eps_param", "
            "MissingDependencyError", "ParameterError", "UnknownComponentError", "Executor", "ShardTask", "hookimpl",
            "ModelAdapter", "as_adapter", "Param", "validate", "progress_bar", "progress_enabled", "get_analyzer",
            "get_attack", "get_dataset", "get_explainer", "get_model", "get_probe", "get_registry", "get_support",
-           "is_building", "Section", "Result", "format_table", "ReportGroup", "Run", "StepView", "save_figure", "image_hwc"]
+           "is_building", "Section", "Result", "format_table", "ReportGroup", "Run", "StepView", "save_figure", "image_hwc",
+           "Finding", "comparison_section", "gap", "gap_verdict", "threshold_verdict"]

@@ -56,3 +56,33 @@ def test_the_claims_numbers_are_in_the_summary(a2e_run):
     by = {(r["method"], r["model"]): r for r in rows}
     assert by[("pgd", "synthetic-cnn")]["mean_l2"] == pytest.approx(by[("a2e", "synthetic-cnn")]["mean_l2"], rel=1e-3)
     assert {r["baseline"] for r in sal["saliency.natural"]["ratios"]} == {"pgd", "cw_l2"}
+
+
+def test_the_paper_comparison_judges_the_run(a2e_run):
+    """``compare = ["jalwana2020"]``: the comparison section, one finding per claim and step, and
+    each judged gap equal to the paired difference recomputed from the saved results."""
+    import math
+
+    import numpy as np
+
+    from advinterp_a2e.paper import paired_gap
+
+    out, run = a2e_run
+    html = (out / "index.html").read_text()
+    assert "Reproducing Jalwana et al." in html
+    rows = json.loads((out / "summary.json").read_text())["papers"]["jalwana2020"]
+    claims = [r["finding"] for r in rows]
+    assert any(c.startswith("saliency.natural: p alone") and "pgd" in c for c in claims)
+    assert any(c.startswith("inpainting: a2e inpaints better than PGD (PSNR") for c in claims)
+    assert all(r["verdict"] in ("reproduced", "not resolved", "not reproduced", "not measured") for r in rows)
+    # the saliency gap against PGD by the analysed model, recomputed
+    sal = run.steps["saliency.natural"].result
+    k, j = 0, sal.methods.index("pgd")
+    g, se, n = paired_gap(sal.top1[:, 0, k], sal.top1[:, j, k])
+    row = next(r for r in rows if r["finding"].startswith("saliency.natural: p alone") and " pgd " in r["finding"]
+               and r["finding"].endswith(f"(classified by {sal.models[k]})"))
+    assert row["gap"] == ("-" if not math.isfinite(g) else f"{g:+.3g}")
+    assert f"(n = {n})" in row["run"]
+    # by hand: paired differences over the finite pairs only
+    g2, se2, n2 = paired_gap([1.0, 0.0, np.nan, 1.0], [0.0, 0.0, 1.0, np.nan])
+    assert (g2, n2) == (0.5, 2) and se2 == pytest.approx(0.5)

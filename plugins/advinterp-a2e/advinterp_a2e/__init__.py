@@ -52,8 +52,8 @@ def advinterp_register_supports(register):
 
 @advinterp.hookimpl
 def advinterp_register_analyzers(register):
-    """``a2e.transfer`` (C4: target confidence of other models for p) and ``a2e.regions``
-    (C3: p recomputed with an obstructed region, Fig. 4)."""
+    """``a2e.transfer`` (C4), ``a2e.regions`` (C3, Fig. 4), ``a2e.saliency`` (the claim about
+    p alone) and the C5 tasks ``a2e.generation``, ``a2e.inpainting``, ``a2e.manipulation``."""
     from .generation import A2EGeneration
     from .inpainting import A2EInpainting
     from .manipulation import A2EManipulation
@@ -67,6 +67,14 @@ def advinterp_register_analyzers(register):
     register(A2EGeneration)
     register(A2EInpainting)
     register(A2EManipulation)
+
+
+@advinterp.hookimpl
+def advinterp_register_papers(register):
+    """``jalwana2020``: a run's numbers next to the paper's claims (:mod:`.paper`)."""
+    from .paper import jalwana2020_section
+
+    register(jalwana2020_section, "jalwana2020")
 
 
 @advinterp.hookimpl
