@@ -1,4 +1,4 @@
-"""Projected gradient descent under an l_inf bound (Madry et al., 2018), pure PyTorch.
+"""Projected gradient descent under an l_inf or l2 bound (Madry et al., 2018), pure PyTorch.
 
 This is the functional core; :class:`advinterp.attacks.pgd.PGD` is the registered
 ``Attack`` around it. Kept separate so training scripts can call it on a raw
@@ -10,6 +10,16 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+
+def _loss_gradient(logits_fn: Callable[[torch.Tensor], torch.Tensor], x_adv: torch.Tensor,
+                   y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy to ``y`` w.r.t. the iterate ``x_adv`` (one step of
+    either PGD)."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    loss = F.cross_entropy(logits_fn(x_adv), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_adv)
+    return grad
 
 
 def pgd_linf(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -43,9 +53,7 @@ def pgd_linf(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         x_adv = x.clone()
     sign = -1.0 if targeted else 1.0
     for _ in range(int(max_iter)):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(logits_fn(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        grad = _loss_gradient(logits_fn, x_adv, y)
         with torch.no_grad():
             x_adv = x_adv + sign * eps_step * grad.sign()
             x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
@@ -93,9 +101,7 @@ def pgd_l2(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
         x_adv = x.clone()
     sign = -1.0 if targeted else 1.0
     for _ in range(int(max_iter)):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(logits_fn(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        grad = _loss_gradient(logits_fn, x_adv, y)
         with torch.no_grad():
             if mask is not None:
                 grad = grad * mask

@@ -131,6 +131,17 @@ def _check_index(owner: str, i, n: int) -> int:
 
 
 # ---------------------------------------------------------------------------- export
+def _check_export(owner: str, n_per_class, start, quality) -> None:
+    """The exporters' shared arguments: ``n_per_class >= 1``, ``start >= 0``, JPEG ``quality``
+    in 1..100 (integers)."""
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
+        raise ParameterError(owner, "n_per_class", n_per_class, "a positive integer")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ParameterError(owner, "start", start, "a non-negative integer")
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ParameterError(owner, "quality", quality, "an integer in 1..100")
+
+
 def export_awa2(root, world: SyntheticWorld | None = None, n_per_class: int = 10, split: str = "test",
                 start: int = 0, test_classes: Sequence[str] = DEFAULT_TEST_CLASSES, quality: int = 95) -> Path:
     """Render synthetic scenes and write them in the AwA2 layout under ``root``.
@@ -162,12 +173,7 @@ def export_awa2(root, world: SyntheticWorld | None = None, n_per_class: int = 10
 
     owner = "export_awa2"
     world = SyntheticWorld() if world is None else world
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
-        raise ParameterError(owner, "n_per_class", n_per_class, "a positive integer")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ParameterError(owner, "start", start, "a non-negative integer")
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ParameterError(owner, "quality", quality, "an integer in 1..100")
+    _check_export(owner, n_per_class, start, quality)
     test = [str(c) for c in test_classes]
     unknown = [c for c in test if c not in CLASSES]
     if unknown or len(set(test)) != len(test):

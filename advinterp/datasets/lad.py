@@ -49,7 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DatasetFormatError, ParameterError
-from .awa2 import _check_index, _load_tensor, _size, _text_lines
+from .awa2 import _check_export, _check_index, _load_tensor, _size, _text_lines
 from .synthetic import ATTRIBUTES, CLASSES, SyntheticWorld
 
 __all__ = ["LADDataset", "export_lad", "lad_attribute_name", "SUPER_CLASSES"]
@@ -105,12 +105,7 @@ def export_lad(root, world: SyntheticWorld | None = None, n_per_class: int = 10,
 
     owner = "export_lad"
     world = SyntheticWorld() if world is None else world
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
-        raise ParameterError(owner, "n_per_class", n_per_class, "a positive integer")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ParameterError(owner, "start", start, "a non-negative integer")
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ParameterError(owner, "quality", quality, "an integer in 1..100")
+    _check_export(owner, n_per_class, start, quality)
     if super_class not in SUPER_CLASSES:
         raise ParameterError(owner, "super_class", super_class, f"one of {', '.join(SUPER_CLASSES)}")
     world._rng(split, 0)  # validates split
