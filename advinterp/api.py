@@ -12,7 +12,9 @@ Components and their validation
     :class:`Param` (declared parameters), :func:`validate`;
     :func:`check_images` (``(N, C, H, W)`` pixels in [0, 1]), :func:`check_labels`,
     :func:`check_mask`, :func:`check_context`; :func:`as_adapter` (any model ->
-    :class:`ModelAdapter`); :func:`as_dataset`, :func:`load_items`, :func:`load_labels`,
+    :class:`ModelAdapter`), :func:`channels_last` (a batch in channels-last memory order for
+    faster CPU convolutions; :meth:`ModelAdapter.run_channels_last` falls back to channels-first
+    for models that need it); :func:`as_dataset`, :func:`load_items`, :func:`load_labels`,
     :class:`Subset` (datasets as probes and study steps read them).
 Data and results
     :class:`AdversarialBatch`, :class:`Attribution`, :class:`PairMaps`, :class:`Result`
@@ -49,7 +51,7 @@ from .exceptions import (AdvinterpError, DatasetFormatError, IncompatibleModelEr
                          ParameterError, UnknownComponentError)
 from .executor import Executor, ShardTask
 from .hookspecs import hookimpl
-from .model import ModelAdapter, as_adapter
+from .model import ModelAdapter, as_adapter, channels_last
 from .params import Param, validate
 from .progress import progress_bar, progress_enabled
 from .registry import (get_analyzer, get_attack, get_dataset, get_explainer, get_model, get_probe, get_registry,
@@ -64,7 +66,7 @@ __all__ = ["check_linf_eps", "check_norm_budget", "is_linf", "linf_eps_param", "
            "check_labels", "check_mask", "load_items", "load_labels", "AdversarialBatch", "Attribution", "PairMaps",
            "random_targets", "AdvinterpError", "DatasetFormatError", "IncompatibleModelError",
            "MissingDependencyError", "ParameterError", "UnknownComponentError", "Executor", "ShardTask", "hookimpl",
-           "ModelAdapter", "as_adapter", "Param", "validate", "progress_bar", "progress_enabled", "get_analyzer",
+           "ModelAdapter", "as_adapter", "channels_last", "Param", "validate", "progress_bar", "progress_enabled", "get_analyzer",
            "get_attack", "get_dataset", "get_explainer", "get_model", "get_probe", "get_registry", "get_support",
            "is_building", "Section", "Result", "format_table", "ReportGroup", "Run", "StepView", "save_figure", "image_hwc",
            "Finding", "comparison_section", "gap", "gap_verdict", "threshold_verdict"]

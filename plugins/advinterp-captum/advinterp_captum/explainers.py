@@ -1,17 +1,17 @@
-"""CAM, Grad-CAM and Grad-CAM++ on Captum's layer attribution machinery.
+"""CAM, Grad-CAM and Grad-CAM++ at the cost of one forward pass per chunk of images.
 
 Every explainer computes, per image ``n`` and its class ``c = target[n]``, a map at the
 resolution of ``layer`` (``None``: ``model.cam_layer``); :meth:`advinterp.Explainer.explain`
-upsamples it bilinearly to the input. ``explain_many`` and ``explain_pair`` (several classes
-of the same images) share passes: CAM reads every class's map from one forward, Grad-CAM(++)
-run one forward + backward per class. Notation: ``A^k`` the layer's k-th channel,
+upsamples it bilinearly to the input. Notation: ``A^k`` the layer's k-th channel,
 ``Y^c`` the logit of class c, ``g^k_ij = dY^c / dA^k_ij``.
 
 * CAM (Zhou et al. 2016): ``M = sum_k w_k^c A^k`` with ``w`` the weights of the linear
   head that follows global average pooling of ``A`` (``model.classifier_weights()``).
-* Grad-CAM (Selvaraju et al. 2017): ``M = relu(sum_k a_k A^k)``, ``a_k = mean_ij g^k_ij``
-  (``captum.attr.LayerGradCam``). On a GAP + linear head ``g^k_ij = w_k^c / (h w)``, so
-  Grad-CAM before the ReLU is exactly CAM / (h w) (Sec. 4 of the PSE paper).
+* Grad-CAM (Selvaraju et al. 2017): ``M = relu(sum_k a_k A^k)``, ``a_k = mean_ij g^k_ij``,
+  in the op order of ``captum.attr.LayerGradCam`` (mean over (h, w) keeping dims, product
+  with ``A``, sum over channels keeping dims, ReLU). On a GAP + linear head
+  ``g^k_ij = w_k^c / (h w)``, so Grad-CAM before the ReLU is exactly CAM / (h w) (Sec. 4 of
+  the PSE paper).
 * Grad-CAM++ (Chattopadhyay et al. 2018), the closed form on the logit (no exponential),
   as in pytorch-grad-cam's ``GradCAMPlusPlus``::
 
@@ -25,6 +25,30 @@ run one forward + backward per class. Notation: ``A^k`` the layer's k-th channel
 
 ``relu=False`` returns the maps without the final ReLU (CAM never applies one unless
 ``relu=True``; CAM's default is ``relu=False``, the raw class activation map).
+
+Passes. ``explain``, ``explain_many`` and ``explain_pair`` (several target vectors of the
+same images) run ONE forward per chunk of ``batch_size`` images for every target vector and
+every method, and nothing else (:func:`layer_forward`): a forward hook on the explained
+layer replaces its output ``out`` by a leaf ``a = out.detach().requires_grad_()`` and hands
+``a.clone()`` to the rest of the network (a clone, so that an in-place op after the layer
+cannot write into ``a``). CAM reads ``a`` and needs no backward. Grad-CAM(++) take, per
+target vector, ``torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)`` on the graph of
+that one forward (``retain_graph`` until the last target): the parameters are frozen
+(``preserved(freeze=True)``) and the input does not require grad, so no graph is recorded
+below the layer and every backward runs only through the modules after it. The checks that
+used to cost extra 1-image forwards (the layer's output is an ``(N, C, h, w)`` map; CAM's
+head takes that many channels, ``classifier_weights(probe=False)``) run on the activation of
+the first chunk, with the same errors. Batches of several images run channels-last
+(``channels_last=True``, :meth:`advinterp.api.ModelAdapter.run_channels_last`: 25-30 %
+faster CPU convolutions; a model whose forward needs channels-first strides falls back).
+
+What is Captum's and what is not: Captum's layer attribution calls
+(``LayerActivation``, ``LayerGradCam``, ``compute_layer_gradients_and_eval``) run one
+forward + backward per target vector and cannot hand back a graph to differentiate for
+several targets, so the passes go around them (they forced 2 forwards of the ``2N``
+stacked images for ``explain_pair`` plus two 1-image probes per call). Grad-CAM keeps
+``LayerGradCam``'s formula and op order (:func:`gradcam_map`), so the maps equal Captum's
+to float rounding; the tests compare them with ``LayerGradCam`` and ``LayerActivation``.
 """
 from __future__ import annotations
 
@@ -36,7 +60,8 @@ import torch
 from advinterp import Explainer, IncompatibleModelError, Param, ParameterError
 from advinterp.api import ModelAdapter
 
-__all__ = ["CaptumLayerExplainer", "CAM", "GradCAM", "GradCAMPlusPlus", "EXPLAINERS"]
+__all__ = ["CaptumLayerExplainer", "CAM", "GradCAM", "GradCAMPlusPlus", "EXPLAINERS", "gradcam_map",
+           "gradcampp_map", "layer_forward"]
 
 
 def _layer_param() -> Param:
@@ -46,14 +71,20 @@ def _layer_param() -> Param:
 
 
 class CaptumLayerExplainer(Explainer):
-    """Base of the Captum layer explainers: batching, layer resolution, several targets at once."""
+    """Base of the layer explainers: batching, layer resolution, one forward per chunk for
+    every target vector (:func:`layer_forward`)."""
 
     params = {
         "layer": _layer_param(),
         "relu": Param.boolean(True, doc="apply the final ReLU (False: the raw map)"),
-        "batch_size": Param.integer(64, low=1, doc="images per forward/backward pass"),
+        "batch_size": Param.integer(64, low=1, doc="images per forward pass"),
+        "channels_last": Param.boolean(True, doc="run batches of several images channels-last (faster CPU "
+                                                 "convolutions; falls back to channels-first when the model "
+                                                 "needs it)"),
     }
     conformance_params = {"batch_size": 3}  # 4 toy images: exercises the batching
+    #: whether the maps need gradients of the logits w.r.t. the layer (False: CAM)
+    needs_gradients = True
 
     def layer_name(self, model: ModelAdapter) -> str:
         """The explained layer's name (``self.layer`` or ``model.cam_layer``)."""
@@ -66,24 +97,29 @@ class CaptumLayerExplainer(Explainer):
         return self.layer_maps_multi(model, x, [target], name)[0], name
 
     def _explain_many(self, model: ModelAdapter, x: torch.Tensor, targets: Sequence[torch.Tensor]):
-        """All target vectors in shared passes (:meth:`layer_maps_multi`): CAM one forward per
-        chunk for every target, Grad-CAM / Grad-CAM++ one forward + backward per target."""
+        """All target vectors from one forward per chunk (:meth:`layer_maps_multi`)."""
         name = self.layer_name(model)
         return self.layer_maps_multi(model, x, list(targets), name), name
 
     def layer_maps_multi(self, model: ModelAdapter, x: torch.Tensor, targets: Sequence[torch.Tensor],
                          layer: str) -> list[torch.Tensor]:
         """Layer-resolution maps ``(N, h, w)`` of ``x`` for each target vector in ``targets``
-        (each ``(N,)``), in batches of ``batch_size`` images. Call under
-        ``model.preserved(freeze=True)``; ``x`` on the model's device, validated."""
+        (each ``(N,)``), in chunks of ``batch_size`` images, one forward per chunk (plus, for
+        Grad-CAM(++), one backward through the modules after the layer per target vector).
+        Call under ``model.preserved(freeze=True)``; ``x`` on the model's device, validated."""
         module = model.layer(layer)
-        if len(x):
-            self._check_spatial(model, module, layer, x[:1])
-        ctx = self._prepare(model, layer)
+        ctx = None
         outs: list[list[torch.Tensor]] = [[] for _ in targets]
         for i in range(0, len(x), self.batch_size):
             xb = x[i:i + self.batch_size]
-            maps = self._chunk(model, module, layer, xb, [t[i:i + self.batch_size] for t in targets], ctx)
+            tb = [t[i:i + self.batch_size] for t in targets]
+            a, logits, grads = layer_forward(model, module, xb, tb if self.needs_gradients else [],
+                                             channels_last=self.channels_last)
+            if i == 0:  # the checks that used to run probe forwards, on the real activation
+                self._check_spatial(model, layer, a)
+                ctx = self._prepare(model, layer)
+                self._check_activation(model, layer, a, ctx)
+            maps = self._maps(model, layer, a, logits, grads, tb, ctx)
             for o, m in zip(outs, maps):
                 o.append(m.detach())
         if len(x) == 0:
@@ -93,17 +129,13 @@ class CaptumLayerExplainer(Explainer):
     def _prepare(self, model: ModelAdapter, layer: str) -> Any:
         return None
 
-    def _check_spatial(self, model: ModelAdapter, module: torch.nn.Module, layer: str, x1: torch.Tensor) -> None:
-        """Raise :class:`ParameterError` (listing suitable layers) unless ``layer`` outputs a
-        ``(N, C, h, w)`` feature map; ``x1``: one image (one forward pass)."""
-        seen: dict[str, Any] = {}
-        handle = module.register_forward_hook(lambda mod, inp, out: seen.setdefault("out", out))
-        try:
-            with torch.no_grad():
-                model.logits(x1)
-        finally:
-            handle.remove()
-        out = seen.get("out")
+    def _check_activation(self, model: ModelAdapter, layer: str, a: torch.Tensor, ctx: Any) -> None:
+        """Method-specific checks of the first chunk's ``(N, K, h, w)`` activation (after
+        :meth:`_check_spatial` and :meth:`_prepare`); default none."""
+
+    def _check_spatial(self, model: ModelAdapter, layer: str, out: Any) -> None:
+        """Raise :class:`ParameterError` (listing suitable layers) unless the layer's output
+        ``out`` (captured in the real forward) is an ``(N, C, h, w)`` feature map."""
         if isinstance(out, torch.Tensor) and out.ndim == 4:
             return
         shape = (f"(N, {', '.join(str(d) for d in out.shape[1:])})" if isinstance(out, torch.Tensor)
@@ -117,44 +149,102 @@ class CaptumLayerExplainer(Explainer):
                              f"a layer whose output is a (N, C, h, w) feature map (its output is {shape})",
                              f"{type(self).__name__} weighs the channels of a spatial map. {hint}")
 
-    def _chunk(self, model, module, layer, xb, targets, ctx) -> list[torch.Tensor]:  # pragma: no cover
+    def _maps(self, model, layer, a, logits, grads, targets, ctx) -> list[torch.Tensor]:  # pragma: no cover
+        """``(N, h, w)`` maps of one chunk per target vector from the layer's activation ``a``
+        ``(N, K, h, w)``, the ``logits`` and ``grads`` (``dY^t / dA`` per target vector)."""
         raise NotImplementedError
 
     def _final(self, m: torch.Tensor) -> torch.Tensor:
         return torch.relu(m) if self.relu else m
 
 
+def layer_forward(model: ModelAdapter, module: torch.nn.Module, x: torch.Tensor, targets: Sequence[torch.Tensor],
+                  channels_last: bool = True) -> tuple[Any, torch.Tensor, list[torch.Tensor]]:
+    """One forward of ``x`` and, per target vector, the gradient of its logits w.r.t. ``module``'s output.
+
+    A forward hook on ``module`` replaces its output ``out`` by ``a.clone()`` with
+    ``a = out.detach().requires_grad_()`` (if the module runs several times, the last call's
+    output is ``a``, as Captum's layer hooks keep). Then ``torch.autograd.grad(
+    logits.gather(1, t[:, None]).sum(), a, retain_graph=<not the last target>)`` per target:
+    each backward runs through the modules after the layer only (call with frozen parameters,
+    ``model.preserved(freeze=True)``; ``x`` is detached). No target vectors: no graph at all.
+
+    Args:
+        model: the adapter; ``module`` one of its layers.
+        x: ``(N, C, H, W)`` pixels on the model's device.
+        targets: ``(N,)`` int64 class vectors (may be empty).
+        channels_last: run a batch of several images channels-last
+            (:meth:`ModelAdapter.run_channels_last`, channels-first when the model needs it).
+
+    Returns:
+        ``(a, logits, grads)``: the layer's output (``(N, K, h, w)`` for a conv layer; whatever
+        the module returned when it is not a tensor, with no gradients then), the ``(N, classes)``
+        logits (detached) and one ``dY^t / dA`` per target vector, shaped like ``a``.
+    """
+    want_grad = len(targets) > 0
+    seen: dict[str, Any] = {}
+
+    def hook(_mod, _inp, out):
+        if not isinstance(out, torch.Tensor):
+            seen["a"] = out
+            return None
+        a = out.detach().requires_grad_(want_grad)
+        seen["a"] = a
+        return a.clone()
+
+    def forward(xx: torch.Tensor) -> torch.Tensor:
+        seen.clear()
+        return model.logits(xx)
+
+    x = x.detach()
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.set_grad_enabled(want_grad):
+            logits = model.run_channels_last(forward, x) if channels_last else forward(x)
+    finally:
+        handle.remove()
+    if "a" not in seen:
+        raise IncompatibleModelError(f"{model.name}: the explained layer {type(module).__name__} was not run by "
+                                     "forward().")
+    a = seen["a"]
+    grads: list[torch.Tensor] = []
+    if want_grad and isinstance(a, torch.Tensor) and a.ndim == 4 and logits.requires_grad:
+        for i, t in enumerate(targets):
+            (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a, retain_graph=i < len(targets) - 1)
+            grads.append(g)
+    elif want_grad and isinstance(a, torch.Tensor) and a.ndim == 4:  # logits independent of the layer
+        grads = [torch.zeros_like(a) for _ in targets]
+    return (a.detach() if isinstance(a, torch.Tensor) else a), logits.detach(), grads
+
+
 class CAM(CaptumLayerExplainer):
-    """CAM (Zhou et al. 2016): sum_k w_k^c A^k on the GAP + linear head (Captum LayerActivation)."""
+    """CAM (Zhou et al. 2016): sum_k w_k^c A^k on the GAP + linear head, one forward for every target."""
 
     name = "cam"
     params = {**CaptumLayerExplainer.params,
               "relu": Param.boolean(False, doc="apply a ReLU to the map (default False: the raw CAM)")}
+    needs_gradients = False
 
     def _prepare(self, model, layer):
-        # raises IncompatibleModelError naming the head/layer when it is not GAP + linear
-        w, b = model.classifier_weights()
+        # raises IncompatibleModelError naming the head when it is not nn.Linear; the channel
+        # count is checked on the first chunk's activation (no probe forward)
+        w, b = model.classifier_weights(probe=False)
         return w, b
 
-    def _chunk(self, model, module, layer, xb, targets, ctx):
-        from captum.attr import LayerActivation
-
-        w, b = ctx
-        seen: dict[str, torch.Tensor] = {}
-
-        def forward(inp):
-            seen["logits"] = model.logits(inp)
-            return seen["logits"]
-
-        with torch.no_grad():
-            a = LayerActivation(forward, module).attribute(xb)  # one forward for every target
-        if a.ndim != 4 or a.shape[1] != w.shape[1]:
+    def _check_activation(self, model, layer, a, ctx):
+        w, _ = ctx
+        if model.input_shape is not None and layer == model.cam_layer:
+            model.check_classifier_features(a.shape[1])  # classifier_weights()'s error, as before
+        if a.shape[1] != w.shape[1]:
             raise IncompatibleModelError(
                 f"{model.name}: layer {layer!r} gives {tuple(a.shape[1:])} activations but the classifier "
                 f"{model.classifier_name!r} takes {w.shape[1]} features; CAM needs GAP + one linear layer "
                 "after the explained layer (use Grad-CAM, or pass layer=).")
+
+    def _maps(self, model, layer, a, logits, grads, targets, ctx):
+        w, b = ctx
         w = w.to(a.dtype)
-        self._check_decomposition(model, layer, a, w, b, seen.get("logits"))
+        self._check_decomposition(model, layer, a, w, b, logits)
         return [self._final(torch.einsum("nkhw,nk->nhw", a, w[t])) for t in targets]
 
     def _check_decomposition(self, model, layer, a, w, b, logits) -> None:
@@ -174,32 +264,34 @@ class CAM(CaptumLayerExplainer):
 
 
 class GradCAM(CaptumLayerExplainer):
-    """Grad-CAM (Selvaraju et al. 2017) via captum.attr.LayerGradCam."""
+    """Grad-CAM (Selvaraju et al. 2017) in captum.attr.LayerGradCam's op order, one forward for every target."""
 
     name = "gradcam"
 
-    def _chunk(self, model, module, layer, xb, targets, ctx):
-        from captum.attr import LayerGradCam
-
-        lgc = LayerGradCam(model.logits, module)
-        return [lgc.attribute(xb, target=t, relu_attributions=self.relu)[:, 0] for t in targets]
+    def _maps(self, model, layer, a, logits, grads, targets, ctx):
+        return [gradcam_map(a, g, self.relu) for g in grads]
 
 
 class GradCAMPlusPlus(CaptumLayerExplainer):
-    """Grad-CAM++ (Chattopadhyay et al. 2018), closed form on the logit, from Captum layer gradients."""
+    """Grad-CAM++ (Chattopadhyay et al. 2018), closed form on the logit, one forward for every target."""
 
     name = "gradcampp"
     params = {**CaptumLayerExplainer.params,
               "eps": Param.number(0.0, low=0, doc="added to the alpha denominator (pytorch-grad-cam: 1e-6)")}
 
-    def _chunk(self, model, module, layer, xb, targets, ctx):
-        from captum._utils.gradient import compute_layer_gradients_and_eval
+    def _maps(self, model, layer, a, logits, grads, targets, ctx):
+        return [self._final(gradcampp_map(a, g, self.eps)) for g in grads]
 
-        out = []
-        for t in targets:
-            grads, acts = compute_layer_gradients_and_eval(model.logits, module, xb, target_ind=t)
-            out.append(self._final(gradcampp_map(acts[0].detach(), grads[0].detach(), self.eps)))
-        return out
+
+def gradcam_map(a: torch.Tensor, g: torch.Tensor, relu: bool = True) -> torch.Tensor:
+    """Grad-CAM map ``(N, h, w)`` from activations ``a`` and logit gradients ``g`` (both
+    ``(N, K, h, w)``), in ``captum.attr.LayerGradCam``'s op order: ``mean`` of ``g`` over
+    ``(h, w)`` (keepdim), times ``a``, ``sum`` over channels (keepdim), ReLU if ``relu``."""
+    summed = torch.mean(g, dim=(2, 3), keepdim=True)
+    m = torch.sum(summed * a, dim=1, keepdim=True)
+    if relu:
+        m = torch.nn.functional.relu(m)
+    return m[:, 0]
 
 
 def gradcampp_map(a: torch.Tensor, g: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
