@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .exceptions import ParameterError
+from .patches import crop_patches, paste_patches
 
 __all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "grid_scores_to_map"]
 
@@ -55,7 +56,23 @@ def grid_boxes(height: int, width: int, size: int | tuple[int, int], stride: int
 
 @runtime_checkable
 class GridAblationBackend(Protocol):
-    """What a grid-ablation backend provides."""
+    """What a grid-ablation backend provides.
+
+    Required: ``name`` and :meth:`ablate`. Optional (not part of the runtime check, so
+    third-party backends need not have them): the window methods of the incremental executor
+    (:mod:`advinterp.incremental`), which looks them up with ``getattr(backend, "crop", None)``
+    and falls back to :mod:`advinterp.patches` where they are missing:
+
+    * ``crop(src, index, offsets, height, width, fill=0.0) -> Tensor``: ``(B, C, height, width)``
+      windows of the ``(M, C, H, W)`` maps ``src[index[b]]`` at ``offsets[b] = [oy, ox]``,
+      ``fill`` outside the map (semantics of :func:`advinterp.patches.crop_patches`);
+    * ``paste(base, index, patch, offsets) -> Tensor``: ``(B, C, H, W)`` maps ``base[index[b]]``
+      with ``patch[b]`` written at ``offsets[b]``, clipped to the map (semantics of
+      :func:`advinterp.patches.paste_patches`).
+
+    Both must equal the references bit for bit (they only move values) and keep the maps'
+    memory format (contiguous or channels-last).
+    """
 
     name: str
 
@@ -66,7 +83,8 @@ class GridAblationBackend(Protocol):
 
 
 class ReferenceGridAblation:
-    """The pure-PyTorch reference backend (any device)."""
+    """The pure-PyTorch reference backend (any device), with the optional window methods
+    :meth:`crop` / :meth:`paste` (delegating to :mod:`advinterp.patches`)."""
 
     name = "reference"
 
@@ -81,6 +99,20 @@ class ReferenceGridAblation:
         for j, (y0, x0_, y1, x1) in enumerate(boxes[start:start + count].tolist()):
             out[:, j, :, y0:y1, x0_:x1] = x0[:, :, y0:y1, x0_:x1]
         return out
+
+    def crop(self, src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+             fill: float = 0.0) -> torch.Tensor:
+        """``(B, C, height, width)`` windows of the ``(M, C, H, W)`` maps: ``src[index[b]]`` read
+        from ``offsets[b] = [oy, ox]`` (int64 ``(B,)`` / ``(B, 2)``), ``fill`` (default 0) outside
+        the map; ``src``'s dtype, device and memory format. See :func:`advinterp.patches.crop_patches`."""
+        return crop_patches(src, index, offsets, height, width, fill)
+
+    def paste(self, base: torch.Tensor, index: torch.Tensor, patch: torch.Tensor,
+              offsets: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)``: ``base[index[b]]`` with the ``(B, C, h, w)`` ``patch[b]`` written at
+        ``offsets[b] = [oy, ox]``, clipped to the map; ``base``'s dtype, device and memory format.
+        See :func:`advinterp.patches.paste_patches`."""
+        return paste_patches(base, index, patch, offsets)
 
 
 def grid_scores_to_map(scores: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

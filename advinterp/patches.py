@@ -38,6 +38,18 @@ def _check_common(owner: str, maps: torch.Tensor, name: str, index: torch.Tensor
         raise ParameterError(owner, "index", index, f"map indices in [0, {maps.shape[0]})")
 
 
+def _check_fill(owner: str, fill: float, dtype: torch.dtype) -> None:
+    """``fill`` must be representable in ``dtype`` (finite within its range, or +-inf / nan):
+    torch.full would otherwise round it to inf for one path and raise for another."""
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
+    f = float(fill)
+    limit = torch.finfo(dtype).max
+    if abs(f) > limit and f not in (float("inf"), float("-inf")):
+        raise ParameterError(owner, "fill", fill, f"a value representable in {dtype} (|fill| <= {limit:g}) "
+                             "or +-inf / nan", "Use float('-inf') for a max pool's padding.")
+
+
 def _format(t: torch.Tensor) -> torch.memory_format:
     return (torch.channels_last if t.dim() == 4 and not t.is_contiguous()
             and t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
@@ -61,7 +73,8 @@ def crop_patches(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, 
         offsets: ``(B, 2)`` int64 ``[oy, ox]``: top-left corner of sample ``b``'s window
             (any integers: the window may reach past the map).
         height, width: window size (``>= 0``).
-        fill: value of positions outside the map (default 0).
+        fill: value of positions outside the map (default 0); representable in ``src``'s
+            dtype (finite within its range, or ``+-inf`` / ``nan``), else ParameterError.
 
     Returns:
         ``(B, C, height, width)``, ``src``'s dtype, device and memory format:
@@ -71,6 +84,7 @@ def crop_patches(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, 
     _check_common(owner, src, "src", index, offsets)
     if height < 0 or width < 0:
         raise ParameterError(owner, "height/width", (height, width), "a window size >= 0")
+    _check_fill(owner, fill, src.dtype)
     b = len(index)
     _, c, h_map, w_map = src.shape
     dev = src.device

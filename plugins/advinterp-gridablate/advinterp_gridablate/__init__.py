@@ -17,15 +17,19 @@ The plugin (entry point ``gridablate = advinterp_gridablate.plugin``) answers th
 When the compiled modules are missing (not built, failed to build, built for another torch),
 this package still imports: :func:`status` says why, the plugin shows as unavailable with that
 reason in ``advinterp list``, and the core's reference answers the hook.
+
+For the incremental executor (:mod:`advinterp.incremental`), ``advinterp_gridablate::crop`` /
+``::paste`` gather one window per sample from cached feature maps and paste it back (bit for
+bit equal to :mod:`advinterp.patches`); the backend offers them as ``.crop`` / ``.paste``.
 """
 from __future__ import annotations
 
 from . import _ext
 from .backend import CompiledGridAblation, backend_for
-from .ops import ExtensionUnavailableError, ablate, scatter_mean
+from .ops import ExtensionUnavailableError, ablate, crop, paste, scatter_mean
 
 __version__ = "0.1.0"
-__all__ = ["ablate", "scatter_mean", "CompiledGridAblation", "backend_for", "status", "available",
+__all__ = ["ablate", "scatter_mean", "crop", "paste", "CompiledGridAblation", "backend_for", "status", "available",
            "ExtensionUnavailableError"]
 
 

@@ -1,7 +1,8 @@
 """Loading the compiled modules, and why they are missing when they are.
 
 ``_C`` (op schemas + CPU kernels) and ``_C_cuda`` (CUDA kernels) are imported once, here;
-importing them registers the ``advinterp_gridablate::ablate`` / ``::scatter_mean`` kernels
+importing them registers the ``advinterp_gridablate::ablate`` / ``::scatter_mean`` /
+``::crop`` / ``::paste`` kernels
 with torch's dispatcher. :data:`STATE` says what loaded and, for what did not, why (from the
 import error and from ``_build_info.json``, which ``setup.py`` writes at build time).
 """
@@ -18,6 +19,9 @@ import torch
 PACKAGE = __name__.rsplit(".", 1)[0]
 NAMESPACE = "advinterp_gridablate"
 OPS = ("ablate", "scatter_mean")
+#: the window ops of the incremental executor (crop / paste): optional for the backend, so a
+#: module built before they existed still serves ablate / scatter_mean (see window_device_types)
+WINDOW_OPS = ("crop", "paste")
 #: torch device type -> dispatch key of the kernels
 DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 REBUILD = "pip install --no-build-isolation -e plugins/advinterp-gridablate (needs a C++ compiler and torch installed)"
@@ -48,11 +52,29 @@ class ExtensionState:
         return tuple(d for d, key in DISPATCH_KEYS.items()
                      if all(torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", key) for op in OPS))
 
+    def window_device_types(self) -> tuple[str, ...]:
+        """Device types with a compiled kernel of ``crop`` and ``paste`` (a subset of
+        :meth:`device_types`; smaller only for a module built from older sources)."""
+        if not self.available or not all(has_op(op) for op in WINDOW_OPS):
+            return ()
+        return tuple(d for d in self.device_types()
+                     if all(torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", DISPATCH_KEYS[d])
+                            for op in WINDOW_OPS))
+
     def __str__(self) -> str:
         if not self.available:
             return f"unavailable: {self.reason}"
         cuda = "CUDA kernels loaded" if self.cuda else f"CUDA kernels not loaded ({self.cuda_reason})"
         return f"compiled kernels for {', '.join(self.device_types()) or 'no device'}; {cuda}"
+
+
+def has_op(name: str) -> bool:
+    """Whether the schema ``advinterp_gridablate::<name>`` is registered (by a loaded ``_C``)."""
+    try:
+        torch._C._dispatch_find_schema_or_throw(f"{NAMESPACE}::{name}", "")
+    except RuntimeError:
+        return False
+    return True
 
 
 def read_build_info(directory: str | None = None) -> dict:

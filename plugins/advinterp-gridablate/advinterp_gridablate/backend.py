@@ -9,7 +9,8 @@ from . import _ext, ops
 class CompiledGridAblation:
     """The compiled backend for one device type (``name``: ``"gridablate-<device type>"``).
 
-    Satisfies :class:`advinterp.ablation.GridAblationBackend`; also offers
+    Satisfies :class:`advinterp.ablation.GridAblationBackend`, including its optional window
+    methods :meth:`crop` / :meth:`paste` (for the incremental executor); also offers
     :meth:`scatter_mean`. Get it through ``advinterp.registry.get_ablation_backend(device)``
     (or :func:`advinterp_gridablate.backend_for`).
     """
@@ -28,6 +29,18 @@ class CompiledGridAblation:
         """``(N, height, width)`` mean of the ``(N, m)`` per-box scores over the boxes covering
         each pixel, 0 where none does (see :func:`advinterp_gridablate.ops.scatter_mean`)."""
         return ops.scatter_mean(scores, boxes, height, width)
+
+    def crop(self, src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+             fill: float = 0.0) -> torch.Tensor:
+        """``(B, C, height, width)``: the window of ``src[index[b]]`` at ``offsets[b] = [oy, ox]``,
+        ``fill`` outside the map (see :func:`advinterp_gridablate.ops.crop`)."""
+        return ops.crop(src, index, offsets, height, width, fill)
+
+    def paste(self, base: torch.Tensor, index: torch.Tensor, patch: torch.Tensor,
+              offsets: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)``: ``base[index[b]]`` with ``patch[b]`` written at ``offsets[b]``,
+        clipped to the map (see :func:`advinterp_gridablate.ops.paste`)."""
+        return ops.paste(base, index, patch, offsets)
 
     def __repr__(self) -> str:
         return f"CompiledGridAblation(name={self.name!r})"

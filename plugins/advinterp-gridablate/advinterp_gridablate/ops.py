@@ -1,4 +1,4 @@
-"""The two ops, their fake (meta) kernels and autograd formulas, and checked Python wrappers.
+"""The four ops, their fake (meta) kernels and autograd formulas, and checked Python wrappers.
 
 * ``torch.ops.advinterp_gridablate.ablate(x_adv, x0, boxes, start, count)`` ->
   ``(N, count, C, H, W)``: ``out[n, j]`` is ``x_adv[n]`` with the pixels of
@@ -7,11 +7,22 @@
 * ``torch.ops.advinterp_gridablate.scatter_mean(scores, boxes, height, width)`` ->
   ``(N, height, width)``: each pixel gets the mean of ``scores[n, i]`` over the boxes ``i``
   covering it, 0 where none does (``advinterp.ablation.grid_scores_to_map`` is the reference).
+* ``torch.ops.advinterp_gridablate.crop(src, index, offsets, height, width, fill)`` ->
+  ``(B, C, height, width)``: one window per sample, ``src[index[b]]`` read from
+  ``offsets[b] = [oy, ox]``, ``fill`` outside the map (``advinterp.patches.crop_patches``).
+* ``torch.ops.advinterp_gridablate.paste(base, index, patch, offsets)`` -> ``(B, C, H, W)``:
+  ``base[index[b]]`` with ``patch[b]`` written at ``offsets[b]``, clipped to the map
+  (``advinterp.patches.paste_patches``).
+
+``crop`` and ``paste`` serve the incremental executor (:mod:`advinterp.incremental`), which
+runs under ``torch.no_grad()``: they have no autograd formula, and their wrappers refuse inputs
+that require grad while grad mode is on (the references are differentiable).
 
 The schemas and kernels are in C++/CUDA (``csrc/``); this module registers the fake kernels
 (shapes only, for ``torch.compile``/export) and the autograd formulas, which is why the
-schemas name it (``set_python_module``). :func:`ablate` and :func:`scatter_mean` validate
-their inputs and raise :class:`advinterp.ParameterError` before calling an op.
+schemas name it (``set_python_module``). :func:`ablate`, :func:`scatter_mean`, :func:`crop`
+and :func:`paste` validate their inputs and raise :class:`advinterp.ParameterError` before
+calling an op.
 """
 from __future__ import annotations
 
@@ -23,7 +34,7 @@ from advinterp.api import AdvinterpError, ParameterError
 
 from . import _ext
 
-__all__ = ["ablate", "scatter_mean", "ExtensionUnavailableError", "SUPPORTED_DTYPES"]
+__all__ = ["ablate", "scatter_mean", "crop", "paste", "ExtensionUnavailableError", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BOXES_HINT = "Make boxes with advinterp.ablation.grid_boxes(height, width, size, stride)."
@@ -70,6 +81,38 @@ def _scatter_fake(scores, boxes, height, width):
     return scores.new_empty((scores.shape[0], height, width))
 
 
+def _window_format(maps: torch.Tensor) -> torch.memory_format:
+    """Memory format of the maps of crop / paste and of their outputs (as ``advinterp.patches``):
+    channels-last when ``maps`` is channels-last but not plainly contiguous, else contiguous."""
+    return (torch.channels_last if not maps.is_contiguous() and maps.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format)
+
+
+def _check_window_fake(name, maps, index, offsets):
+    torch._check(maps.dim() == 4, lambda: f"{name} must be (M, C, H, W), got {tuple(maps.shape)}")
+    torch._check(index.dim() == 1 and index.dtype == torch.int64, lambda: "index must be an int64 (B,) tensor")
+    torch._check(offsets.dim() == 2 and offsets.shape[1] == 2 and offsets.dtype == torch.int64,
+                 lambda: "offsets must be an int64 (B, 2) tensor")
+    torch._check(offsets.shape[0] == index.shape[0], lambda: "offsets must have one row per index")
+
+
+def _crop_fake(src, index, offsets, height, width, fill):
+    _check_window_fake("crop: src", src, index, offsets)
+    torch._check(height >= 0 and width >= 0, lambda: "crop: height and width must be >= 0")
+    return torch.empty((index.shape[0], src.shape[1], height, width), dtype=src.dtype, device=src.device,
+                       memory_format=_window_format(src))
+
+
+def _paste_fake(base, index, patch, offsets):
+    _check_window_fake("paste: base", base, index, offsets)
+    torch._check(patch.dim() == 4 and patch.shape[0] == index.shape[0] and patch.shape[1] == base.shape[1],
+                 lambda: "paste: patch must be (B, C, h, w)")
+    torch._check(patch.dtype == base.dtype, lambda: "paste: patch must have base's dtype")
+    m, c, h, w = base.shape
+    return torch.empty((index.shape[0], c, h, w), dtype=base.dtype, device=base.device,
+                       memory_format=_window_format(base))
+
+
 def _ablate_setup(ctx, inputs, output):
     x_adv, x0, boxes, start, count = inputs
     ctx.save_for_backward(boxes)
@@ -107,6 +150,10 @@ if _ext.STATE.available:
     torch.library.register_autograd(f"{_ext.NAMESPACE}::ablate", _ablate_backward, setup_context=_ablate_setup)
     torch.library.register_autograd(f"{_ext.NAMESPACE}::scatter_mean", _scatter_backward,
                                     setup_context=_scatter_setup)
+    # (absent from a module built before they existed: the wrappers then ask for a rebuild)
+    for _name, _fake in (("crop", _crop_fake), ("paste", _paste_fake)):
+        if _ext.has_op(_name):
+            torch.library.register_fake(f"{_ext.NAMESPACE}::{_name}", _fake)
 
 
 # ------------------------------------------------------------------------------ wrappers
@@ -241,3 +288,149 @@ def scatter_mean(scores: torch.Tensor, boxes: torch.Tensor, height: int, width: 
     squeeze = scores.dim() == 1
     out = torch.ops.advinterp_gridablate.scatter_mean(scores[None] if squeeze else scores, boxes, height, width)
     return out[0] if squeeze else out
+
+
+# ---------------------------------------------------------------- crop / paste (windows)
+_INDEX_HINT = "Use torch.zeros(B, dtype=torch.long) when every sample reads map 0."
+_NO_GRAD_HINT = ("The compiled window ops have no gradient: call them under torch.no_grad() (as the incremental "
+                 "executor does), or use the differentiable reference advinterp.patches.")
+
+
+def _require_windows(owner: str, t: torch.Tensor, name: str) -> None:
+    """Like :func:`_require`, for the crop / paste kernels."""
+    _require(owner, t, name)
+    if t.device.type not in _ext.STATE.window_device_types():
+        raise ExtensionUnavailableError(
+            f"{owner}: the loaded advinterp-gridablate module has no crop/paste kernel for {t.device.type} "
+            f"(built from older sources); rebuild with {_ext.REBUILD}")
+
+
+def _int_tensor(owner: str, name: str, t, maps: torch.Tensor, maps_name: str, expected: str,
+                hint: str | None = None) -> torch.Tensor:
+    """``t`` as int64, checked to be an integer tensor on the CPU or on ``maps``'s device."""
+    if (not isinstance(t, torch.Tensor) or t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
+        raise ParameterError(owner, name, t, expected, hint)
+    if t.device.type != "cpu" and t.device != maps.device:
+        raise ParameterError(owner, name, t, f"a tensor on the CPU or on {maps_name}'s device ({maps.device})",
+                             f"Keep {name} on the CPU (best: the op reads it on the host).")
+    return t.long()
+
+
+def _check_windows(owner: str, maps, maps_name: str, index, offsets) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checks shared by :func:`crop` and :func:`paste`; returns ``(index, offsets)`` as int64."""
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
+        raise ParameterError(owner, maps_name, maps, "an (M, C, H, W) tensor of cached feature maps")
+    if maps.dtype not in SUPPORTED_DTYPES:
+        raise ParameterError(owner, maps_name, maps, "a float32, float64, float16 or bfloat16 tensor",
+                             f"Convert it with {maps_name}.float().")
+    _require_windows(owner, maps, maps_name)
+    index = _int_tensor(owner, "index", index, maps, maps_name, "an integer (B,) tensor: the cached map of each "
+                        "sample", _INDEX_HINT)
+    if index.dim() != 1:
+        raise ParameterError(owner, "index", index, "an integer (B,) tensor: the cached map of each sample",
+                             _INDEX_HINT)
+    b = index.shape[0]
+    expected = f"an integer ({b}, 2) tensor of [oy, ox] window corners, one row per sample"
+    offsets = _int_tensor(owner, "offsets", offsets, maps, maps_name, expected)
+    if offsets.shape != (b, 2):
+        raise ParameterError(owner, "offsets", offsets, expected)
+    m = maps.shape[0]
+    if b:
+        host = index.cpu()
+        bad = (host < 0) | (host >= m)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ParameterError(owner, f"index[{i}]", int(host[i]), f"a map index in [0, {m}) ({maps_name} holds "
+                                 f"{m} maps)")
+    return index, offsets
+
+
+def _no_grad_inputs(owner: str, **tensors: torch.Tensor) -> None:
+    if torch.is_grad_enabled():
+        for name, t in tensors.items():
+            if t.requires_grad:
+                raise ParameterError(owner, name, t, "a tensor that does not require grad (or grad mode off)",
+                                     _NO_GRAD_HINT)
+
+
+def crop(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+         fill: float = 0.0) -> torch.Tensor:
+    """Windows of cached maps, one per sample, ``fill`` outside the map.
+
+    Bit for bit equal to :func:`advinterp.patches.crop_patches` (values are only moved).
+
+    Args:
+        src: ``(M, C, H, W)`` cached maps, float32/float64/float16/bfloat16, contiguous or
+            channels-last (other strides are copied to contiguous first), on a device with a
+            compiled kernel.
+        index: ``(B,)`` integer (int64 best): sample ``b`` reads ``src[index[b]]``; on the CPU
+            (best: no copy to check it) or on ``src``'s device. ``B = 0`` gives an empty batch.
+        offsets: ``(B, 2)`` integer ``[oy, ox]``: top-left corner of each window, any integers
+            (the window may reach past the map or lie wholly outside it).
+        height, width: window size (``>= 0``).
+        fill: value of positions outside the map (default 0; ``-inf`` for a max pool); must be
+            representable in ``src``'s dtype (or be ``±inf`` / ``nan``).
+
+    Returns:
+        ``(B, C, height, width)``, ``src``'s dtype, device and memory format:
+        ``out[b, c, i, j] = src[index[b], c, oy + i, ox + j]`` inside the map, ``fill`` outside.
+        Not differentiable (no autograd formula: the incremental executor runs under no_grad).
+
+    Raises:
+        ParameterError: bad shapes, dtypes, devices, an index outside ``[0, M)``, a negative
+            window size, an unrepresentable ``fill``, or inputs requiring grad in grad mode.
+        ExtensionUnavailableError: the compiled modules (or their crop kernel) are not loaded.
+    """
+    owner = "advinterp_gridablate.crop"
+    index, offsets = _check_windows(owner, src, "src", index, offsets)
+    height, width = _index(owner, "height", height), _index(owner, "width", width)
+    if height < 0 or width < 0:
+        raise ParameterError(owner, "height/width", (height, width), "a window size >= 0")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
+    fill = float(fill)
+    limit = torch.finfo(src.dtype).max
+    if abs(fill) > limit and fill not in (float("inf"), float("-inf")):
+        raise ParameterError(owner, "fill", fill, f"a value representable in {src.dtype} (|fill| <= {limit:g}) "
+                             "or +-inf / nan", "Use float('-inf') for a max pool's padding.")
+    _no_grad_inputs(owner, src=src)
+    return torch.ops.advinterp_gridablate.crop(src, index, offsets, height, width, fill)
+
+
+def paste(base: torch.Tensor, index: torch.Tensor, patch: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Cached maps with one patch written into each, clipped to the map.
+
+    Bit for bit equal to :func:`advinterp.patches.paste_patches` (values are only moved).
+
+    Args:
+        base: ``(M, C, H, W)`` cached maps, float32/float64/float16/bfloat16, contiguous or
+            channels-last (other strides are copied to contiguous first), on a device with a
+            compiled kernel.
+        index: ``(B,)`` integer: sample ``b`` starts from ``base[index[b]]``; on the CPU (best)
+            or on ``base``'s device.
+        patch: ``(B, C, h, w)`` values to write, ``base``'s dtype and device, any layout (it is
+            converted to ``base``'s memory format).
+        offsets: ``(B, 2)`` integer ``[oy, ox]``: where ``patch[b, :, 0, 0]`` lands (any
+            integers: the part outside the map is dropped).
+
+    Returns:
+        ``(B, C, H, W)``, ``base``'s dtype, device and memory format: ``base[index[b]]`` with
+        ``out[b, :, oy + i, ox + j] = patch[b, :, i, j]`` wherever that lies in the map.
+        Not differentiable (no autograd formula: the incremental executor runs under no_grad).
+
+    Raises:
+        ParameterError: bad shapes, dtypes, devices, an index outside ``[0, M)``, or inputs
+            requiring grad in grad mode.
+        ExtensionUnavailableError: the compiled modules (or their paste kernel) are not loaded.
+    """
+    owner = "advinterp_gridablate.paste"
+    index, offsets = _check_windows(owner, base, "base", index, offsets)
+    b, c = index.shape[0], base.shape[1]
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 4 or patch.shape[0] != b or patch.shape[1] != c:
+        raise ParameterError(owner, "patch", patch, f"a ({b}, {c}, h, w) tensor: one patch per sample, base's "
+                             "channels")
+    if patch.dtype != base.dtype or patch.device != base.device:
+        raise ParameterError(owner, "patch", patch, f"base's dtype and device ({base.dtype}, {base.device})",
+                             "Convert it with patch.to(base).")
+    _no_grad_inputs(owner, base=base, patch=patch)
+    return torch.ops.advinterp_gridablate.paste(base, index, patch, offsets)

@@ -5,13 +5,20 @@
 //   scatter_mean(Tensor scores, Tensor boxes, int height, int width) -> Tensor
 //       (N, height, width): per pixel, the mean of scores[n, i] over the boxes i covering it (0: none)
 //
+//   crop(Tensor src, Tensor index, Tensor offsets, int height, int width, float fill) -> Tensor
+//       (B, C, height, width): out[b, c, i, j] = src[index[b], c, oy + i, ox + j] inside the map, fill outside
+//   paste(Tensor base, Tensor index, Tensor patch, Tensor offsets) -> Tensor
+//       (B, C, H, W): base[index[b]] with patch[b] written at offsets[b] = [oy, ox], clipped to the map
+//
 // boxes: (m, 4) int64 [y0, x0, y1, x1], end exclusive, on the CPU or on the images' device (a
-// device copy costs a synchronisation: the boxes are validated on the host).
+// device copy costs a synchronisation: the boxes are validated on the host). The same holds for
+// the (B,) int64 map indices and (B, 2) int64 window offsets of crop / paste.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -71,6 +78,64 @@ inline void check_scatter_args(const at::Tensor& scores, const at::Tensor& boxes
   TORCH_CHECK_VALUE(height >= 1 && width >= 1 && height < std::numeric_limits<int32_t>::max() &&
                         width < std::numeric_limits<int32_t>::max(),
                     op, ": height=", height, ", width=", width, " must be positive (and below 2^31)");
+}
+
+// Memory layout of the maps of crop / paste, and of their outputs (as advinterp.patches._format):
+// contiguous if the tensor is, else channels-last if it is channels-last contiguous, else
+// contiguous (the kernel makes a copy first).
+inline bool use_channels_last(const at::Tensor& maps) {
+  return !maps.is_contiguous() && maps.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Shapes, dtypes and devices of (maps, index, offsets) shared by crop and paste.
+inline void check_window_args(const at::Tensor& maps, const char* maps_name, const at::Tensor& index,
+                              const at::Tensor& offsets, const char* op) {
+  TORCH_CHECK_VALUE(maps.dim() == 4, op, ": ", maps_name, " must be (M, C, H, W), got shape ", maps.sizes());
+  TORCH_CHECK_VALUE(is_supported_dtype(maps.scalar_type()), op, ": ", maps_name,
+                    " must be float32, float64, float16 or bfloat16, got ", maps.scalar_type());
+  TORCH_CHECK_VALUE(index.dim() == 1 && index.scalar_type() == at::kLong, op,
+                    ": index must be an int64 (B,) tensor, got ", index.scalar_type(), " of shape ", index.sizes());
+  TORCH_CHECK_VALUE(offsets.dim() == 2 && offsets.size(1) == 2 && offsets.size(0) == index.size(0) &&
+                        offsets.scalar_type() == at::kLong,
+                    op, ": offsets must be an int64 (", index.size(0), ", 2) tensor of [oy, ox], got ",
+                    offsets.scalar_type(), " of shape ", offsets.sizes());
+  for (const at::Tensor* t : {&index, &offsets})
+    TORCH_CHECK_VALUE(t->device().is_cpu() || t->device() == maps.device(), op, ": index and offsets must be on the CPU or on ",
+                      maps_name, "'s device (", maps.device(), "), got ", t->device());
+  TORCH_CHECK_VALUE(maps.size(2) < std::numeric_limits<int32_t>::max() &&
+                        maps.size(3) < std::numeric_limits<int32_t>::max(),
+                    op, ": map sides must be below 2^31");
+}
+
+// patch of paste: (B, C, h, w), base's dtype and device (any layout: the kernels convert it).
+inline void check_patch_args(const at::Tensor& base, const at::Tensor& index, const at::Tensor& patch,
+                             const char* op) {
+  TORCH_CHECK_VALUE(patch.dim() == 4 && patch.size(0) == index.size(0) && patch.size(1) == base.size(1), op,
+                    ": patch must be (", index.size(0), ", ", base.size(1), ", h, w), got shape ", patch.sizes());
+  TORCH_CHECK_VALUE(patch.scalar_type() == base.scalar_type() && patch.device() == base.device(), op, ": patch is ",
+                    patch.scalar_type(), " on ", patch.device(), ", base ", base.scalar_type(), " on ",
+                    base.device(), "; they must have the same dtype and device");
+  TORCH_CHECK_VALUE(patch.size(2) < std::numeric_limits<int32_t>::max() &&
+                        patch.size(3) < std::numeric_limits<int32_t>::max(),
+                    op, ": patch sides must be below 2^31");
+}
+
+// Every entry of the host int64 (B,) tensor is a map index in [0, M).
+inline void check_index_inside(const at::Tensor& index_cpu, int64_t M, const char* op) {
+  const int64_t* p = index_cpu.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < index_cpu.numel(); ++b)
+    TORCH_CHECK_VALUE(0 <= p[b] && p[b] < M, op, ": index[", b, "] = ", p[b], " is not a map index in [0, ", M, ")");
+}
+
+// The columns [lo, hi) of a window of `len` positions starting at `off` that lie in [0, size),
+// without overflow for any int64 `off` (lo == hi when none does).
+inline void window_span(int64_t off, int64_t len, int64_t size, int64_t& lo, int64_t& hi) {
+  if (off >= size || len <= 0 || off <= -len) {
+    lo = hi = 0;
+    return;
+  }
+  lo = off < 0 ? -off : 0;
+  hi = std::min<int64_t>(len, size - off);
 }
 
 }  // namespace advinterp_gridablate

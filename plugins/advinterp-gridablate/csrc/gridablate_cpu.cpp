@@ -1,5 +1,6 @@
 // advinterp_gridablate: the operator schemas (declared once, here) and the CPU kernels.
 // Built as the Python module advinterp_gridablate._C; importing it registers the ops.
+// (ablate and scatter_mean for the PSE analysis; crop and paste for the incremental executor.)
 #include <Python.h>
 
 #include <ATen/core/Tensor.h>
@@ -7,6 +8,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/core/Scalar.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -114,6 +116,123 @@ at::Tensor scatter_mean_cpu(const at::Tensor& scores, const at::Tensor& boxes, i
   return out;
 }
 
+
+// ------------------------------------------------------------------------- crop and paste
+// Windows move whole rows: in NCHW a row of a plane, in channels-last a row of pixels with all
+// their channels (the in-map part of a window row is one contiguous run in either layout), so
+// each output row is written once: fill / memcpy / fill (crop), base / patch / base (paste).
+
+at::MemoryFormat format_of(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor crop_cpu(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
+                    int64_t width, double fill) {
+  constexpr const char* op = "advinterp_gridablate::crop";
+  check_window_args(src, "src", index, offsets, op);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  TORCH_CHECK_VALUE(src.device().is_cpu(), op, " (CPU kernel): src is on ", src.device(), "; put it on the CPU");
+  const bool cl = use_channels_last(src);
+  const at::Tensor s = src.contiguous(format_of(cl));
+  const at::Tensor idx = index.to(at::kCPU).contiguous(), off = offsets.to(at::kCPU).contiguous();
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = idx.numel();
+  check_index_inside(idx, M, op);
+  at::Tensor out = at::empty({B, C, height, width}, s.options().memory_format(format_of(cl)));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_crop_cpu", [&] {
+    const scalar_t fv = c10::Scalar(fill).to<scalar_t>();  // raises, as torch.full does, if fill overflows
+    if (out.numel() == 0) return;
+    const scalar_t* ps = s.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t* pi = idx.const_data_ptr<int64_t>();
+    const int64_t* pf = off.const_data_ptr<int64_t>();
+    // one task per output row: (b, c, i) in NCHW (width values), (b, i) in channels-last (width * C)
+    const int64_t row = cl ? width * C : width, rows = cl ? B * height : B * C * height;
+    const int64_t grain = std::max<int64_t>(1, kGrainSize / row);
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t i = r % height, t = r / height;
+        const int64_t b = cl ? t : t / C, c = cl ? 0 : t % C;
+        const int64_t oy = pf[2 * b], ox = pf[2 * b + 1];
+        scalar_t* o = po + r * row;
+        int64_t ylo, yhi, lo, hi;
+        window_span(oy, height, H, ylo, yhi);
+        if (i < ylo || i >= yhi) {
+          std::fill_n(o, row, fv);
+          continue;
+        }
+        window_span(ox, width, W, lo, hi);
+        const int64_t y = oy + i;
+        if (cl) {  // src row (index[b], y): W pixels of C channels
+          const scalar_t* in = ps + ((pi[b] * H + y) * W) * C;
+          std::fill_n(o, lo * C, fv);
+          if (hi > lo) std::memcpy(o + lo * C, in + (ox + lo) * C, sizeof(scalar_t) * (hi - lo) * C);
+          std::fill_n(o + hi * C, (width - hi) * C, fv);
+        } else {
+          const scalar_t* in = ps + ((pi[b] * C + c) * H + y) * W;
+          std::fill_n(o, lo, fv);
+          if (hi > lo) std::memcpy(o + lo, in + (ox + lo), sizeof(scalar_t) * (hi - lo));
+          std::fill_n(o + hi, width - hi, fv);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor paste_cpu(const at::Tensor& base, const at::Tensor& index, const at::Tensor& patch,
+                     const at::Tensor& offsets) {
+  constexpr const char* op = "advinterp_gridablate::paste";
+  check_window_args(base, "base", index, offsets, op);
+  check_patch_args(base, index, patch, op);
+  TORCH_CHECK_VALUE(base.device().is_cpu(), op, " (CPU kernel): base is on ", base.device(),
+                    "; put base and patch on the CPU");
+  const bool cl = use_channels_last(base);
+  const at::Tensor s = base.contiguous(format_of(cl)), p = patch.contiguous(format_of(cl));
+  const at::Tensor idx = index.to(at::kCPU).contiguous(), off = offsets.to(at::kCPU).contiguous();
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = idx.numel();
+  const int64_t h = p.size(2), w = p.size(3);
+  check_index_inside(idx, M, op);
+  at::Tensor out = at::empty({B, C, H, W}, s.options().memory_format(format_of(cl)));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_paste_cpu", [&] {
+    const scalar_t* ps = s.const_data_ptr<scalar_t>();
+    const scalar_t* pp = p.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t* pi = idx.const_data_ptr<int64_t>();
+    const int64_t* pf = off.const_data_ptr<int64_t>();
+    auto copy = [](scalar_t* dst, const scalar_t* from, int64_t n) {
+      if (n > 0) std::memcpy(dst, from, sizeof(scalar_t) * n);
+    };
+    // one task per output row: (b, c, y) in NCHW (W values), (b, y) in channels-last (W * C)
+    const int64_t row = cl ? W * C : W, rows = cl ? B * H : B * C * H;
+    const int64_t grain = std::max<int64_t>(1, kGrainSize / row);
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t y = r % H, t = r / H;
+        const int64_t b = cl ? t : t / C, c = cl ? 0 : t % C;
+        const int64_t oy = pf[2 * b], ox = pf[2 * b + 1];
+        const scalar_t* in = ps + (cl ? (pi[b] * H + y) * W * C : ((pi[b] * C + c) * H + y) * W);
+        scalar_t* o = po + r * row;
+        int64_t ilo, ihi, lo, hi;
+        window_span(oy, h, H, ilo, ihi);  // patch rows [ilo, ihi) land in the map
+        window_span(ox, w, W, lo, hi);    // patch columns [lo, hi)
+        if (ilo == ihi || hi == lo || y < oy + ilo || y >= oy + ihi) {  // (oy + ilo: no overflow when ilo < ihi)
+          copy(o, in, row);
+          continue;
+        }
+        const int64_t i = y - oy;  // the patch row written here
+        const int64_t x0 = ox + lo, x1 = ox + hi;  // map columns [x0, x1) come from the patch
+        const int64_t k = cl ? C : 1;
+        const scalar_t* q = pp + (cl ? ((b * h + i) * w + lo) * C : ((b * C + c) * h + i) * w + lo);
+        copy(o, in, x0 * k);
+        copy(o + x0 * k, q, (x1 - x0) * k);
+        copy(o + x1 * k, in + x1 * k, (W - x1) * k);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(advinterp_gridablate, m) {
@@ -121,11 +240,15 @@ TORCH_LIBRARY(advinterp_gridablate, m) {
   m.set_python_module("advinterp_gridablate.ops");
   m.def("ablate(Tensor x_adv, Tensor x0, Tensor boxes, int start, int count) -> Tensor");
   m.def("scatter_mean(Tensor scores, Tensor boxes, int height, int width) -> Tensor");
+  m.def("crop(Tensor src, Tensor index, Tensor offsets, int height, int width, float fill) -> Tensor");
+  m.def("paste(Tensor base, Tensor index, Tensor patch, Tensor offsets) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(advinterp_gridablate, CPU, m) {
   m.impl("ablate", &ablate_cpu);
   m.impl("scatter_mean", &scatter_mean_cpu);
+  m.impl("crop", &crop_cpu);
+  m.impl("paste", &paste_cpu);
 }
 
 }  // namespace advinterp_gridablate

@@ -1,10 +1,11 @@
-// advinterp_gridablate: CUDA kernels of ablate and scatter_mean (schemas: gridablate_cpu.cpp).
+// advinterp_gridablate: CUDA kernels of ablate, scatter_mean, crop and paste (schemas: gridablate_cpu.cpp).
 // Built as advinterp_gridablate._C_cuda where nvcc and a CUDA build of torch are present. Only c10's
 // CUDA headers are used (not ATen/cuda/CUDAContext.h), so a toolkit without cuBLAS/cuSPARSE headers does.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <c10/core/Scalar.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -12,6 +13,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
+#include <utility>
 
 #include "gridablate.h"
 
@@ -150,11 +153,151 @@ at::Tensor scatter_mean_cuda(const at::Tensor& scores, const at::Tensor& boxes, 
   return out;
 }
 
+
+// ------------------------------------------------------------------------- crop and paste
+// One thread per output element (grid-stride), in the output's memory order (NCHW or
+// channels-last), so the writes are coalesced; reads are contiguous along a window row.
+// `e` decomposes into (b, c, y, x) of a (B, C, rows, cols) tensor in that order.
+struct Coord {
+  int64_t b, c, y, x;
+};
+
+__device__ __forceinline__ Coord decompose(int64_t e, int64_t C, int64_t rows, int64_t cols, bool cl) {
+  Coord k;
+  if (cl) {
+    k.c = e % C;
+    e /= C;
+    k.x = e % cols;
+    e /= cols;
+    k.y = e % rows;
+    k.b = e / rows;
+  } else {
+    k.x = e % cols;
+    e /= cols;
+    k.y = e % rows;
+    e /= rows;
+    k.c = e % C;
+    k.b = e / C;
+  }
+  return k;
+}
+
+__device__ __forceinline__ int64_t offset_of(int64_t n, int64_t c, int64_t y, int64_t x, int64_t C, int64_t H,
+                                             int64_t W, bool cl) {
+  return cl ? ((n * H + y) * W + x) * C + c : ((n * C + c) * H + y) * W + x;
+}
+
+template <typename scalar_t>
+__global__ void crop_kernel(const scalar_t* __restrict__ src, const int64_t* __restrict__ index,
+                            const int64_t* __restrict__ offsets, scalar_t* __restrict__ out, int64_t total,
+                            int64_t C, int64_t H, int64_t W, int64_t height, int64_t width, scalar_t fill, bool cl) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const Coord k = decompose(e, C, height, width, cl);  // k.y, k.x: position i, j in the window
+    const int64_t oy = offsets[2 * k.b], ox = offsets[2 * k.b + 1];
+    // 0 <= oy + i < H, written without overflow for any int64 oy
+    const bool inside = oy >= -k.y && oy < H - k.y && ox >= -k.x && ox < W - k.x;
+    out[e] = inside ? src[offset_of(index[k.b], k.c, oy + k.y, ox + k.x, C, H, W, cl)] : fill;
+  }
+}
+
+template <typename scalar_t>
+__global__ void paste_kernel(const scalar_t* __restrict__ base, const int64_t* __restrict__ index,
+                             const scalar_t* __restrict__ patch, const int64_t* __restrict__ offsets,
+                             scalar_t* __restrict__ out, int64_t total, int64_t C, int64_t H, int64_t W, int64_t h,
+                             int64_t w, bool cl) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const Coord k = decompose(e, C, H, W, cl);
+    const int64_t oy = offsets[2 * k.b], ox = offsets[2 * k.b + 1];
+    // 0 <= y - oy < h, without overflow
+    const bool in_patch = oy <= k.y && oy > k.y - h && ox <= k.x && ox > k.x - w;
+    out[e] = in_patch ? patch[offset_of(k.b, k.c, k.y - oy, k.x - ox, C, h, w, cl)]
+                      : base[offset_of(index[k.b], k.c, k.y, k.x, C, H, W, cl)];
+  }
+}
+
+// index and offsets, validated on the host, as contiguous int64 tensors on `device`.
+std::pair<at::Tensor, at::Tensor> device_windows(const at::Tensor& index, const at::Tensor& offsets, int64_t M,
+                                                 const at::Device& device, const char* op) {
+  const at::Tensor host_index = index.to(at::kCPU).contiguous();  // one sync for device indices
+  check_index_inside(host_index, M, op);
+  auto on_device = [&](const at::Tensor& t) {
+    if (t.device() == device) return t.contiguous();
+    // a copy from pageable host memory is staged before cudaMemcpyAsync returns (see device_boxes)
+    return t.contiguous().to(device, at::kLong, /*non_blocking=*/true);
+  };
+  return {on_device(index), on_device(offsets)};
+}
+
+dim3 elementwise_grid(int64_t total) {
+  return dim3(static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20)));
+}
+
+at::MemoryFormat format_of(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor crop_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
+                     int64_t width, double fill) {
+  constexpr const char* op = "advinterp_gridablate::crop";
+  check_window_args(src, "src", index, offsets, op);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  TORCH_CHECK_VALUE(src.is_cuda(), op, " (CUDA kernel): src is on ", src.device(),
+                    "; put it on the CUDA device (index and offsets may stay on the CPU)");
+  const c10::cuda::CUDAGuard guard(src.device());
+  const bool cl = use_channels_last(src);
+  const at::Tensor s = src.contiguous(format_of(cl));
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = index.size(0);
+  at::Tensor idx, off;  // (named tensors, not structured bindings: the dispatch lambda captures them)
+  std::tie(idx, off) = device_windows(index, offsets, M, s.device(), op);
+  at::Tensor out = at::empty({B, C, height, width}, s.options().memory_format(format_of(cl)));
+  const int64_t total = out.numel();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_crop_cuda", [&] {
+    const scalar_t fv = c10::Scalar(fill).to<scalar_t>();  // raises, as torch.full does, if fill overflows
+    if (total == 0) return;
+    crop_kernel<scalar_t><<<elementwise_grid(total), kThreads, 0, stream>>>(
+        s.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(), off.const_data_ptr<int64_t>(),
+        out.mutable_data_ptr<scalar_t>(), total, C, H, W, height, width, fv, cl);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor paste_cuda(const at::Tensor& base, const at::Tensor& index, const at::Tensor& patch,
+                      const at::Tensor& offsets) {
+  constexpr const char* op = "advinterp_gridablate::paste";
+  check_window_args(base, "base", index, offsets, op);
+  check_patch_args(base, index, patch, op);
+  TORCH_CHECK_VALUE(base.is_cuda(), op, " (CUDA kernel): base is on ", base.device(),
+                    "; put base and patch on the CUDA device (index and offsets may stay on the CPU)");
+  const c10::cuda::CUDAGuard guard(base.device());
+  const bool cl = use_channels_last(base);
+  const at::Tensor s = base.contiguous(format_of(cl)), p = patch.contiguous(format_of(cl));
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = index.size(0);
+  at::Tensor idx, off;  // (named tensors, not structured bindings: the dispatch lambda captures them)
+  std::tie(idx, off) = device_windows(index, offsets, M, s.device(), op);
+  at::Tensor out = at::empty({B, C, H, W}, s.options().memory_format(format_of(cl)));
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_paste_cuda", [&] {
+    paste_kernel<scalar_t><<<elementwise_grid(total), kThreads, 0, stream>>>(
+        s.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(), p.const_data_ptr<scalar_t>(),
+        off.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), total, C, H, W, p.size(2), p.size(3), cl);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(advinterp_gridablate, CUDA, m) {
   m.impl("ablate", &ablate_cuda);
   m.impl("scatter_mean", &scatter_mean_cuda);
+  m.impl("crop", &crop_cuda);
+  m.impl("paste", &paste_cuda);
 }
 
 }  // namespace advinterp_gridablate
