@@ -5,20 +5,26 @@ from x0), ``N`` images times ``count`` grids per call, compiled op vs
 ``advinterp.ablation.ReferenceGridAblation``; printed as ablated images per second.
 ``scatter_mean``: per-grid scores ``(N, m)`` to a per-pixel mean map, compiled op vs
 ``advinterp.ablation.grid_scores_to_map``; printed as maps per second. The outputs are
-checked to be bitwise equal before timing. On the CPU (torch threads as set) and, where
+checked to be bitwise equal before timing. ``crop + paste``: the incremental executor's
+per-sample window gather and paste-back, ``--windows`` (B) windows of ``--window`` x
+``--window`` from ``--maps`` cached ``--channels`` x ``--side`` x ``--side`` maps (index
+``b % maps``, corners spread over the map, some reaching past it, ``fill=-inf``), compiled
+``crop`` then ``paste`` vs ``advinterp.patches.crop_patches`` / ``paste_patches``, contiguous
+and channels-last; printed as windows per second. On the CPU (torch threads as set) and, where
 present, on CUDA (synchronised). Override the sizes, e.g.
-``python benchmarks/gridablate.py --n 8 --count 32 --repeat 3``.
+``python benchmarks/gridablate.py --n 8 --count 32 --repeat 3 --windows 32``.
 """
 import argparse
 
 import torch
 
 from advinterp.ablation import ReferenceGridAblation, grid_boxes, grid_scores_to_map
+from advinterp.patches import crop_patches, paste_patches
 from _util import best_of, print_table
 
 # (label, C, H, W, window, stride): the synthetic world's 64x64 scenes and ImageNet crops
 CASES = [("64x64, 8x8 windows stride 4", 3, 64, 64, 8, 4), ("224x224, 16x16 windows stride 8", 3, 224, 224, 16, 8)]
-DEFAULTS = {"n": 4, "count": 64, "repeat": 5}
+DEFAULTS = {"n": 4, "count": 64, "repeat": 5, "windows": 64, "window": 18, "channels": 256, "side": 56, "maps": 4}
 
 
 def _timer(device):
@@ -29,6 +35,42 @@ def _timer(device):
                 torch.cuda.synchronize()
         return call
     return run
+
+
+def _window_rows(a, device, timed, g):
+    """crop + paste rows: the incremental executor's window round trip, compiled vs reference."""
+    import advinterp_gridablate as ga
+
+    b, k, c, side, m = a.windows, a.window, a.channels, a.side, a.maps
+    index = torch.arange(b) % m
+    offsets = torch.randint(-k // 2, side - k // 2 + 1, (b, 2), generator=g)  # some windows reach past the map
+    rows = []
+    for layout in ("contiguous", "channels_last"):
+        cached = torch.randn(m, c, side, side, generator=g).to(device)
+        if layout == "channels_last":
+            cached = cached.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            win = ga.crop(cached, index, offsets, k, k, float("-inf"))
+            assert torch.equal(win, crop_patches(cached, index, offsets, k, k, float("-inf")))
+            assert torch.equal(ga.paste(cached, index, win, offsets), paste_patches(cached, index, win, offsets))
+            pairs = {
+                "crop": (lambda: ga.crop(cached, index, offsets, k, k, float("-inf")),
+                         lambda: crop_patches(cached, index, offsets, k, k, float("-inf"))),
+                "paste": (lambda: ga.paste(cached, index, win, offsets),
+                          lambda: paste_patches(cached, index, win, offsets)),
+                "crop+paste": (lambda: ga.paste(cached, index, ga.crop(cached, index, offsets, k, k, float("-inf")),
+                                                offsets),
+                               lambda: paste_patches(cached, index, crop_patches(cached, index, offsets, k, k,
+                                                                                 float("-inf")), offsets)),
+            }
+            for name, (ext, ref) in pairs.items():
+                t_op = best_of(timed(ext), repeat=a.repeat)
+                t_ref = best_of(timed(ref), repeat=a.repeat)
+                rows.append({"device": device, "op": name, "case": f"{b} {k}x{k} windows of {m}x{c}x{side}x{side} "
+                             f"maps, {layout.replace('_', '-')}", "per": "windows",
+                             "compiled /s": f"{b / t_op:,.0f}", "reference /s": f"{b / t_ref:,.0f}",
+                             "speed-up": f"{t_ref / t_op:.1f}x"})
+    return rows
 
 
 def main(argv=None):
@@ -62,17 +104,19 @@ def main(argv=None):
             t_op = best_of(timed(lambda: ga.ablate(xa, x0, boxes, 0, count)), repeat=a.repeat)
             t_ref = best_of(timed(lambda: ref.ablate(xa, x0, boxes, 0, count)), repeat=a.repeat)
             n_img = a.n * count
-            rows.append({"device": device, "op": "ablate", "case": f"{label} ({m} grids)",
-                         "compiled images/s": f"{n_img / t_op:,.0f}", "reference images/s": f"{n_img / t_ref:,.0f}",
+            rows.append({"device": device, "op": "ablate", "case": f"{label} ({m} grids)", "per": "images",
+                         "compiled /s": f"{n_img / t_op:,.0f}", "reference /s": f"{n_img / t_ref:,.0f}",
                          "speed-up": f"{t_ref / t_op:.1f}x"})
             scores = torch.randn(a.n, m, generator=g).to(device)
             assert torch.equal(ga.scatter_mean(scores, boxes, h, w), grid_scores_to_map(scores, boxes, h, w))
             t_op = best_of(timed(lambda: ga.scatter_mean(scores, boxes, h, w)), repeat=a.repeat)
             t_ref = best_of(timed(lambda: grid_scores_to_map(scores, boxes, h, w)), repeat=a.repeat)
-            rows.append({"device": device, "op": "scatter_mean", "case": f"{label} ({m} grids)",
-                         "compiled images/s": f"{a.n / t_op:,.0f}", "reference images/s": f"{a.n / t_ref:,.0f}",
+            rows.append({"device": device, "op": "scatter_mean", "case": f"{label} ({m} grids)", "per": "maps",
+                         "compiled /s": f"{a.n / t_op:,.0f}", "reference /s": f"{a.n / t_ref:,.0f}",
                          "speed-up": f"{t_ref / t_op:.1f}x"})
-    print_table(rows, ["device", "op", "case", "compiled images/s", "reference images/s", "speed-up"])
+        if device in ga.status().window_device_types():
+            rows += _window_rows(a, device, timed, g)
+    print_table(rows, ["device", "op", "case", "per", "compiled /s", "reference /s", "speed-up"])
 
 
 if __name__ == "__main__":
