@@ -17,6 +17,8 @@ window entirely outside reads ``fill`` only (crop) or writes nothing (paste). Ou
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .exceptions import ParameterError
@@ -41,7 +43,7 @@ def _check_common(owner: str, maps: torch.Tensor, name: str, index: torch.Tensor
 def _check_fill(owner: str, fill: float, dtype: torch.dtype) -> None:
     """``fill`` must be representable in ``dtype`` (finite within its range, or +-inf / nan):
     torch.full would otherwise round it to inf for one path and raise for another."""
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
     f = float(fill)
     limit = torch.finfo(dtype).max

@@ -250,7 +250,8 @@ def test_compiled_backend_methods():
                          crop_patches(src, index, offsets, 3, 4, -math.inf))
     assert_bitwise_equal(backend.paste(src, index, patch, offsets), paste_patches(src, index, patch, offsets))
     # int32 index / offsets are converted by the wrappers
-    assert_bitwise_equal(gridablate.crop(src, index.int(), offsets.int(), 3, 4), crop_patches(src, index, offsets, 3, 4))
+    assert_bitwise_equal(gridablate.crop(src, index.int(), offsets.int(), 3, 4),
+                         crop_patches(src, index, offsets, 3, 4))
 
 
 # ----------------------------------------------------------------------------- input errors

@@ -26,6 +26,7 @@ calling an op.
 """
 from __future__ import annotations
 
+import numbers
 import operator
 
 import torch
@@ -386,7 +387,7 @@ def crop(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: 
     height, width = _index(owner, "height", height), _index(owner, "width", width)
     if height < 0 or width < 0:
         raise ParameterError(owner, "height/width", (height, width), "a window size >= 0")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
     fill = float(fill)
     limit = torch.finfo(src.dtype).max

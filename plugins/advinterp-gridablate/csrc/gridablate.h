@@ -100,8 +100,9 @@ inline void check_window_args(const at::Tensor& maps, const char* maps_name, con
                     op, ": offsets must be an int64 (", index.size(0), ", 2) tensor of [oy, ox], got ",
                     offsets.scalar_type(), " of shape ", offsets.sizes());
   for (const at::Tensor* t : {&index, &offsets})
-    TORCH_CHECK_VALUE(t->device().is_cpu() || t->device() == maps.device(), op, ": index and offsets must be on the CPU or on ",
-                      maps_name, "'s device (", maps.device(), "), got ", t->device());
+    TORCH_CHECK_VALUE(t->device().is_cpu() || t->device() == maps.device(), op,
+                      ": index and offsets must be on the CPU or on ", maps_name, "'s device (", maps.device(),
+                      "), got ", t->device());
   TORCH_CHECK_VALUE(maps.size(2) < std::numeric_limits<int32_t>::max() &&
                         maps.size(3) < std::numeric_limits<int32_t>::max(),
                     op, ": map sides must be below 2^31");
