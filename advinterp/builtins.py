@@ -203,3 +203,10 @@ def torchvision_model(arch: str, weights: str | None = None, device: str = "cpu"
     return ModelAdapter(module, mean=IMAGENET_MEAN, std=IMAGENET_STD, nb_classes=1000,
                         input_shape=_TV_INPUT.get(arch, (3, 224, 224)), cam_layer=cam, classifier=head,
                         name=f"torchvision:{arch}")
+
+
+@hookimpl
+def advinterp_register_explainers(register):
+    from .explainers.occlusion import Occlusion
+
+    register(Occlusion)

@@ -15,11 +15,16 @@ and the PSR puts grid ``i`` in one of three categories: *suppression-dominated*
 (``r_i < -1``), *promotion-dominated* (``r_i > 1``) or *balanced* (``-1 <= r_i <= 1``).
 ``xi`` (the paper's "small positive number"; it gives no value) defaults to ``1e-6``.
 
-Cost: one forward per ablated image (``N * m``) plus one per adversarial image (``N``); both
-classes are read from the same logits. The ablated images are built by the grid-ablation
-backend (:func:`advinterp.registry.get_ablation_backend`: the compiled
-``advinterp-gridablate`` op when built, else the pure-PyTorch reference) in chunks of at most
-``max_batch`` images, whatever ``N`` and ``m`` are.
+Cost: by default (``incremental=None``), where the model traces with ``torch.fx`` and its
+ops are supported, one forward per adversarial image that keeps every feature map, then each
+ablated image recomputes only the region its window reaches (exact incremental inference,
+:mod:`advinterp.incremental`; ResNets run about a third of the multiply-adds of full forwards).
+Otherwise (or ``incremental=False``) one full forward per ablated image (``N * m``) plus one per
+adversarial image (``N``). Both classes are read from the same logits; ``PSEResult.inference``
+says which path ran. The ablated images (or windows) are built by the grid-ablation backend
+(:func:`advinterp.registry.get_ablation_backend`: the compiled ``advinterp-gridablate`` ops when
+built, else the pure-PyTorch reference) in chunks of at most ``max_batch`` images, whatever
+``N`` and ``m`` are.
 
 Table 1 of the paper correlates ``{d0_i}``, ``{dt_i}`` and ``{s_i}`` with the perturbation
 strength ``{||delta_Gi||_2}`` over the grids of each image and averages over images
@@ -125,7 +130,8 @@ def _chunks(n: int, m: int, max_batch: int) -> list[tuple[int, int, int, int]]:
 @torch.no_grad()
 def ablated_class_logits(model: Any, x0: torch.Tensor, x_adv: torch.Tensor, boxes: torch.Tensor,
                          classes: torch.Tensor, max_batch: int = 256, backend: Any = None,
-                         progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         progress: bool | None = None, incremental: bool | None = False,
+                         threshold: float = 0.6, report: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of chosen classes on ``x'`` and on every ``x' - delta_{G_i}``.
 
     Args:
@@ -135,14 +141,24 @@ def ablated_class_logits(model: Any, x0: torch.Tensor, x_adv: torch.Tensor, boxe
         classes: ``(N, k)`` class indices read from each image's logits (``[t0, t]`` for PSE).
         max_batch: most images in one forward (default 256): the ablated images are built
             and run in chunks of images x grids of at most this many.
-        backend: a grid-ablation backend (``ablate(x_adv, x0, boxes, start, count)``);
-            ``None`` = :func:`advinterp.registry.get_ablation_backend` for the model's device.
+        backend: a grid-ablation backend (``ablate(x_adv, x0, boxes, start, count)``, and
+            ``crop`` / ``paste`` for the incremental path); ``None`` =
+            :func:`advinterp.registry.get_ablation_backend` for the model's device.
         progress: show a progress bar (``None``: when on a terminal).
+        incremental: ``False`` (default here): full forwards of the ablated images; ``True``:
+            exact incremental inference (:mod:`advinterp.incremental`: ``x'`` runs once, each
+            ablated image recomputes only what its window changes), unsupported ops running on
+            full maps; ``None``: incremental when the model traces with ``torch.fx`` and every
+            op on a spatial map is supported, else full.
+        threshold: the incremental path's switch to full maps (share of a map's area; 0.6).
+        report: a dict that receives ``path`` (``"incremental"`` / ``"full"``), ``note`` (why,
+            fallbacks) and ``flops_fraction`` (the conv/linear multiply-adds run, relative to
+            full forwards; incremental path only).
 
     Returns:
         ``(ablated, adv)``: ``(N, m, k)`` logits ``Z(x' - delta_Gi)[classes]`` and ``(N, k)``
-        logits ``Z(x')[classes]``, float64 on the CPU. Exactly ``N * (m + 1)`` images are
-        forwarded, never more than ``max_batch`` at once.
+        logits ``Z(x')[classes]``, float64 on the CPU. On the full path exactly
+        ``N * (m + 1)`` images are forwarded, never more than ``max_batch`` at once.
     """
     from ..model import as_adapter
 
@@ -152,6 +168,8 @@ def ablated_class_logits(model: Any, x0: torch.Tensor, x_adv: torch.Tensor, boxe
         raise ParameterError(owner, "x_adv", x_adv, f"the shape of x0 {tuple(x0.shape)}")
     if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
         raise ParameterError(owner, "max_batch", max_batch, "a positive integer")
+    if incremental not in (True, False, None):
+        raise ParameterError(owner, "incremental", incremental, "True, False or None (auto)")
     n, m = len(x0), len(boxes)
     classes = torch.as_tensor(classes, dtype=torch.long)
     if classes.ndim != 2 or len(classes) != n:
@@ -169,9 +187,24 @@ def ablated_class_logits(model: Any, x0: torch.Tensor, x_adv: torch.Tensor, boxe
     cls_dev = classes.to(dev)
     ablated = torch.empty(n, m, k, dtype=torch.float64)
     adv = torch.empty(n, k, dtype=torch.float64)
-    tasks = [(i, min(n, i + max_batch), -1, -1) for i in range(0, n, max_batch)] + _chunks(n, m, max_batch)
+    report = {} if report is None else report
+    disable = None if progress is None else not progress
     with model.preserved():
-        for i0, i1, j0, j1 in progress_bar(tasks, desc="pse grids", disable=None if progress is None else not progress):
+        if incremental is not False and n and m:
+            from ..incremental import IncrementalUnavailable, incremental_class_logits
+
+            try:
+                incremental_class_logits(model, xc, xa, boxes, cls_dev, ablated, adv, max_batch, backend,
+                                         threshold, strict=incremental is None, report=report, disable=disable)
+                return ablated, adv
+            except IncrementalUnavailable as e:
+                if incremental is True:
+                    warnings.warn(f"{owner}: incremental=True, but {e}; running full forwards.", RuntimeWarning,
+                                  stacklevel=2)
+                report.update(path="full", note=str(e))
+        report.setdefault("path", "full")
+        tasks = [(i, min(n, i + max_batch), -1, -1) for i in range(0, n, max_batch)] + _chunks(n, m, max_batch)
+        for i0, i1, j0, j1 in progress_bar(tasks, desc="pse grids", disable=disable):
             if j0 < 0:  # Z(x') of images i0:i1
                 adv[i0:i1] = model.logits(xa[i0:i1]).gather(1, cls_dev[i0:i1]).double().cpu()
                 continue
@@ -274,6 +307,9 @@ class PSEResult(Result):
         xi, suppression, promotion: eq. (1)-(2)'s floor and the PSR thresholds.
         fraction: cumulative strength filtered out of S1 (footnote 3, 0.3).
         attack, model: names; backend: the grid-ablation backend that built the images.
+        inference: ``"incremental"`` (exact incremental inference, :mod:`advinterp.incremental`)
+            or ``"full"`` (a full forward per ablated image); inference_note: why, the share of
+            the full forwards' multiply-adds that ran, and the nodes that ran on full maps.
     """
 
     d0: np.ndarray
@@ -301,6 +337,8 @@ class PSEResult(Result):
     suppression: float = -1.0
     promotion: float = 1.0
     fraction: float = 0.3
+    inference: str = "full"
+    inference_note: str = ""
 
     per_image = ("d0", "dt", "s", "r", "category", "grid_l2", "grid_linf", "logit_t0", "logit_t", "adv_logit_t0",
                  "adv_logit_t", "y_true", "target", "success")
@@ -485,6 +523,13 @@ class PSEAnalyzer(Analyzer):
         max_batch: most images per forward pass (256): the memory budget, whatever N and m are.
         backend: ``"auto"`` (the plugins' fastest grid-ablation backend for the model's device,
             e.g. the compiled ``advinterp-gridablate`` op) or ``"reference"`` (pure PyTorch).
+        incremental: ``None`` (default): exact incremental inference (:mod:`advinterp.incremental`:
+            ``x'`` runs once and every ablated image recomputes only the region its window
+            reaches) when the model traces with ``torch.fx`` and every op on a spatial map is
+            supported, else one full forward per ablated image; ``True``: incremental, ops it
+            does not support running on full maps; ``False``: full forwards.
+        full_threshold: the incremental path runs a node on full maps once its changed box
+            covers this share of the map (0.6).
 
     ``analyze(model, batch)`` takes no context keywords and returns a :class:`PSEResult`.
     ``t0`` is ``batch.y_true`` and ``t`` is ``batch.target`` (the target class, or the
@@ -507,6 +552,11 @@ class PSEAnalyzer(Analyzer):
                           doc="S1: cumulative share of s filtered out (footnote 3)", invalid=(-0.1, 1, 1.5, "x")),
         "max_batch": Param.integer(256, low=1, doc="most images per forward pass"),
         "backend": Param.choice("auto", ("auto", "reference"), doc="grid-ablation backend"),
+        "incremental": Param(None, lambda v: v is None or isinstance(v, bool), "True, False or None (auto)",
+                             "exact incremental inference (None: when the model traces and its ops are supported)",
+                             ("yes", 1)),
+        "full_threshold": Param.number(0.6, low=0, high=1, low_open=True,
+                                       doc="incremental path: full maps once a box covers this share of its map"),
     }
     conformance_params = {"size": 4, "max_batch": 16}
 
@@ -532,8 +582,10 @@ class PSEAnalyzer(Analyzer):
         t0 = check_labels(owner, batch.y_true, n, model.nb_classes, "batch.y_true").cpu()
         t = check_labels(owner, batch.target, n, model.nb_classes, "batch.target").cpu()
         backend = ReferenceGridAblation() if self.backend == "reference" else get_ablation_backend(model.device)
+        path: dict[str, Any] = {}
         ablated, adv = ablated_class_logits(model, batch.x0, batch.x_adv, boxes, torch.stack([t0, t], 1),
-                                            self.max_batch, backend)
+                                            self.max_batch, backend, incremental=self.incremental,
+                                            threshold=float(self.full_threshold), report=path)
         l2, linf = grid_norms(batch.delta, boxes)
         l2, linf = l2.cpu(), linf.cpu()
         # x' - delta_Gi is x' itself where delta_Gi = 0: its logits are Z(x') exactly (not the
@@ -549,4 +601,5 @@ class PSEAnalyzer(Analyzer):
             boxes=boxes.numpy(), image_size=(int(h), int(w)), y_true=t0.numpy(), target=t.numpy(),
             success=success, attack=batch.attack, model=model.name, backend=str(getattr(backend, "name", "")),
             size=size, stride=stride, xi=float(self.xi), suppression=float(self.suppression),
-            promotion=float(self.promotion), fraction=float(self.fraction))
+            promotion=float(self.promotion), fraction=float(self.fraction), inference=str(path.get("path", "full")),
+            inference_note=str(path.get("note", "")))
