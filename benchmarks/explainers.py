@@ -1,36 +1,52 @@
-"""advinterp-captum's ``cam`` / ``gradcam`` / ``gradcampp`` vs pytorch-grad-cam and torchcam.
+"""advinterp-captum's ``cam`` / ``gradcam`` / ``gradcampp`` against one forward pass, torchcam and pytorch-grad-cam.
 
-Maps per second (median of a few timed runs after a warm-up) on
+Wall time per batch (median over ``--repeat`` interleaved rounds after one warm-up round:
+every case runs once per round, in turn, so a noisy neighbour slows all of them alike) on
 
 * the shipped ``synthetic-cnn`` (64x64 inputs, layer4 at 16x16), batch 64;
-* torchvision ResNet-50 with random weights (224x224, layer4 at 7x7), batch 16 (64 images of
-  ResNet-50 forward+backward are ~4x slower per call and would blow the 3-minute budget
-  on two CPU cores).
+* torchvision ResNet-50 with random weights (224x224, layer4 at 7x7), batch 16.
 
-Every method explains the true class of each image (one per-sample target per image) at
-the CAM layer ``layer4``. What each call includes: ours — the map at layer resolution and
-its bilinear upsampling to the input (``Attribution.maps``); pytorch-grad-cam — its
-forward/backward in numpy, ReLU, min-max scaling and ``cv2.resize`` to the input;
-torchcam — forward, backward (none for CAM) and the layer-resolution map (no upsampling,
-``normalized=False``). Ratio = our maps/s divided by the library's for the same method.
+The yardstick, timed in the same rounds: ONE forward of the same batch, ``model.logits(x)``
+under ``torch.no_grad()`` with ``x`` channels-first (the user's plain call). Every row shows
+its time as a multiple of that forward (``x fwd``; the target is <= 1.1 for every method);
+``explain_pair`` (the four maps of N pairs: ``2N`` images, two target vectors) is shown
+against two forwards (``x 2 fwd``). Our rows also show the speed-up over torchcam and
+pytorch-grad-cam for the same method (``vs torchcam``, ``vs pgc``: their time / ours; the
+target is >= 1.0). Library rows show ours / theirs the same way.
+
+Every method explains the true class of each image at the CAM layer ``layer4``. What each
+call includes: ours — the map at layer resolution and its bilinear upsampling to the input
+(``Attribution.maps``); pytorch-grad-cam — its forward/backward in numpy, ReLU, min-max
+scaling and ``cv2.resize`` to the input; torchcam — forward, backward (none for CAM) and the
+layer-resolution map (no upsampling, ``normalized=False``). Both libraries run the model as
+the user hands it over (parameters requiring grad), as they are documented to.
 Notes: torchcam 0.5's ``GradCAMpp`` divides a boolean-masked *copy* of its alphas, so its
 maps are not the closed form (timing only); pytorch-grad-cam has no CAM.
 """
 import argparse
+import statistics
+import time
 
 import torch
 
 import advinterp
-from _util import best_of, print_table
+from _util import print_table
+
+METHODS = ("cam", "gradcam", "gradcampp")
 
 
-def _cases(model, x, y):
-    """``[(method, library, fn)]`` on one batch."""
+def _cases(model, x, y, t):
+    """``[(key, method, library, fn)]`` on one batch; ``t`` the second target vector of the pair."""
     net = model.as_module()
-    cases = []
-    for name in ("cam", "gradcam", "gradcampp"):
+    cases = [("forward", "forward", "model.logits", lambda: _forward(model, x))]
+    for name in METHODS:
         ex = advinterp.get_explainer(name, batch_size=len(x))
-        cases.append((name, "advinterp-captum", lambda ex=ex: ex.explain(model, x, y)))
+        cases.append((f"ours:{name}", name, "advinterp-captum", lambda ex=ex: ex.explain(model, x, y)))
+    x_adv = (x + 0.03 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    batch = advinterp.AdversarialBatch.from_pair(x, x_adv, y, y_target=t)
+    for name in METHODS:
+        ex = advinterp.get_explainer(name, batch_size=2 * len(x))
+        cases.append((f"pair:{name}", f"{name} pair", "advinterp-captum", lambda ex=ex: ex.explain_pair(model, batch)))
     try:
         import pytorch_grad_cam as pgc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -40,7 +56,7 @@ def _cases(model, x, y):
             def run(cls=cls):
                 with model.preserved(), cls(model=net, target_layers=[model.module.layer4]) as cam:
                     return cam(input_tensor=x, targets=targets)
-            cases.append((name, "pytorch-grad-cam", run))
+            cases.append((f"pgc:{name}", name, "pytorch-grad-cam", run))
     except ImportError:
         print("pytorch-grad-cam is not installed: skipped")
     try:
@@ -54,22 +70,51 @@ def _cases(model, x, y):
                     with torch.set_grad_enabled(name != "cam"):
                         scores = net(x)
                     return ext(class_idx=y.tolist(), scores=scores, normalized=False)
-            cases.append((name, "torchcam", run))
+            cases.append((f"torchcam:{name}", name, "torchcam", run))
     except ImportError:
         print("torchcam is not installed: skipped")
     return cases
 
 
+def _forward(model, x):
+    with torch.no_grad():
+        return model.logits(x)
+
+
+def interleaved(cases, repeat, warmup=1):
+    """``{key: median seconds}``: ``warmup + repeat`` rounds, each running every case once in turn."""
+    times = {key: [] for key, *_ in cases}
+    for r in range(warmup + repeat):
+        for key, _, _, fn in cases:
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench(label, model, x, y, repeat):
-    rows, ours = [], {}
-    for method, lib, fn in _cases(model, x, y):
-        secs = best_of(fn, repeat=repeat, warmup=1)
-        rate = len(x) / secs
-        if lib == "advinterp-captum":
-            ours[method] = rate
-        rows.append({"model": label, "method": method, "library": lib, "batch": len(x),
-                     "ms/batch": f"{1000 * secs:.0f}", "maps/s": f"{rate:.1f}",
-                     "ours / lib": "-" if lib == "advinterp-captum" else f"{ours[method] / rate:.2f}x"})
+    g = torch.Generator().manual_seed(0)
+    t = (y + torch.randint(1, model.nb_classes, y.shape, generator=g)) % model.nb_classes
+    cases = _cases(model, x, y, t)
+    med = interleaved(cases, repeat)
+    fwd = med["forward"]
+    rows = []
+    for key, method, lib, _ in cases:
+        secs = med[key]
+        row = {"model": label, "method": method, "library": lib, "batch": len(x) * (2 if key.startswith("pair") else 1),
+               "ms/batch": f"{1000 * secs:.0f}", "x fwd": f"{secs / fwd:.2f}", "x 2 fwd": "-",
+               "vs torchcam": "-", "vs pgc": "-"}
+        if key.startswith("pair:"):
+            row["x 2 fwd"] = f"{secs / (2 * fwd):.2f}"
+        elif key.startswith("ours:"):
+            for col, other in (("vs torchcam", "torchcam"), ("vs pgc", "pgc")):
+                if f"{other}:{method}" in med:
+                    row[col] = f"{med[f'{other}:{method}'] / secs:.2f}x"
+        elif key.split(":")[0] in ("torchcam", "pgc"):
+            col = "vs torchcam" if key.startswith("torchcam") else "vs pgc"
+            row[col] = f"{secs / med[f'ours:{method}']:.2f}x"
+        rows.append(row)
     return rows
 
 
@@ -77,7 +122,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--resnet-batch", type=int, default=16)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5, help="timed rounds on the shipped model (median)")
+    p.add_argument("--resnet-repeat", type=int, default=3, help="timed rounds on ResNet-50 (median; >= 3)")
     p.add_argument("--no-resnet", action="store_true")
     a = p.parse_args([] if argv is None else argv)
     try:
@@ -99,8 +145,8 @@ def main(argv=None):
             g = torch.Generator().manual_seed(0)
             xr = torch.rand(a.resnet_batch, 3, 224, 224, generator=g)
             yr = torch.randint(0, rn.nb_classes, (a.resnet_batch,), generator=g)
-            rows += bench("resnet50 224x224", rn, xr, yr, max(1, a.repeat - 2))
-    print_table(rows, ["model", "method", "library", "batch", "ms/batch", "maps/s", "ours / lib"])
+            rows += bench("resnet50 224x224", rn, xr, yr, max(3, a.resnet_repeat))
+    print_table(rows, ["model", "method", "library", "batch", "ms/batch", "x fwd", "x 2 fwd", "vs torchcam", "vs pgc"])
 
 
 if __name__ == "__main__":
