@@ -331,3 +331,31 @@ def test_model_unchanged(shipped, name):
                            ParameterError)
     ad = ModelAdapter(_ViewNet(), input_shape=(3, 6, 6))
     assert_model_unchanged(ad, lambda: ex.explain(ad, torch.rand(4, 3, 6, 6), torch.tensor([0, 1, 2, 0])))
+
+
+# ------------------------------------------------------------------------------ Grad-CAM++ closed form
+def _gradcampp_alpha_form(a, g, eps=0.0):
+    """The alphas spelled out (pytorch-grad-cam's GradCAMPlusPlus; the plugin's form before issue 18)."""
+    g2 = g * g
+    den = 2 * g2 + a.sum((2, 3), keepdim=True) * g2 * g + eps
+    ok = (den != 0) & (g != 0)
+    alpha = torch.where(ok, g2 / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(g))
+    return torch.einsum("nkhw,nk->nhw", a, (alpha * torch.relu(g)).sum((2, 3)))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6])
+def test_gradcampp_map_equals_the_alpha_form(shipped, eps):
+    from advinterp_captum.explainers import layer_forward
+
+    model, x, y = shipped
+    with model.preserved(freeze=True):
+        a, _, (g,) = layer_forward(model, model.layer("layer4"), x, [y])
+    _close(gradcampp_map(a, g, eps), _gradcampp_alpha_form(a, g, eps))
+    gen = torch.Generator().manual_seed(0)
+    ar, gr = torch.randn(6, 8, 5, 5, generator=gen), torch.randn(6, 8, 5, 5, generator=gen) * 1e-2
+    gr[gr.abs() < 3e-3] = 0  # zero gradients give alpha 0
+    _close(gradcampp_map(ar, gr, eps), _gradcampp_alpha_form(ar, gr, eps))
+    # a zero denominator (2 + S g = 0) gives 0, as in the alpha form
+    a1 = torch.full((1, 1, 1, 2), -1.0)
+    g1 = torch.tensor([[[[1.0, 0.5]]]])  # S = -2: den = 0 at g = 1
+    assert torch.equal(gradcampp_map(a1, g1), _gradcampp_alpha_form(a1, g1))
