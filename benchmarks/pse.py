@@ -13,18 +13,27 @@ One run, the same images and the same grids for every method (N images, m grids)
    ``sliding_window_shapes=(C, size, size)``, ``strides=(C, stride, stride)``, called once for
    ``t0`` and once for ``t`` (it reads one target per call), ``perturbations_per_eval`` =
    batch size // N;
-5. a naive loop: one forward per ablated image (batch of one), both classes read from it.
+5. a naive loop: one forward per ablated image (batch of one), both classes read from it;
+6. ``pse`` on the exact incremental path (``incremental=True``, :mod:`advinterp.incremental`:
+   ``x'`` runs once, each ablated image recomputes only the region its window reaches;
+   feature maps channels-last, the compiled crop/paste where built), with the share of the
+   full forwards' multiply-adds it ran and its largest logit difference to row (2);
+7. (reference for row 6) the limit of row 1 run on channels-last batches: the incremental
+   path keeps its maps channels-last, which alone makes CPU convolutions 25-30 % faster, so
+   ``limit(CL) / time`` says what the incremental computation itself wins.
 
 Every row is printed as its time ratio to the limit (``limit / time``: 1.0 = as fast as the
-forward passes alone) and to Captum (``captum / time``). The issue's targets: (2) >= 0.95x
-the limit and >= 1.9x faster than (4). Rows (1)-(4) are timed in interleaved rounds and each
+forward passes alone) and to Captum (``captum / time``). The targets: (2) >= 0.95x the limit
+and >= 1.9x faster than (4) (issue 7); (6) >= 2x the limit on ResNet-50 and >= 1.5x on
+ResNet-18 (13x13 windows, stride 13, 224x224, issue 18). Rows (1)-(4) are timed in interleaved rounds and each
 keeps its fastest round (other jobs on a shared machine only ever add time); the naive loop
 runs once. Wall-clock and process-CPU-time ratios are both printed: on a busy machine the
 CPU time is the steadier one.
 
-Models: the shipped ``synthetic-cnn`` (64x64, grids 4x4 = the paper's 13/224, m = 256) and
-torchvision ResNet-50 with random weights at 224x224 (the paper's 13x13 grids, m = 324; one
-image by default, so the run stays a few minutes on two CPU cores). On synthetic-cnn the
+Models (``--models``): the shipped ``synthetic-cnn`` (64x64, grids 4x4, which tile it as Captum's do,
+m = 256) and torchvision ResNet-50, ResNet-18 and VGG-11 with random weights at 224x224 (13x13
+grids, stride 13, m = 324; one image by default, so the run stays a few minutes per model on
+two CPU cores). On synthetic-cnn the
 windows coincide with Captum's, and the run checks that Captum's attribution equals PSE's
 unfloored logit change ``Z(x')[t] - Z(x' - delta_G)[t]``. Options: ``--n 8 --n-resnet 1
 --repeat 3 --repeat-resnet 1 --threads 0 (torch's default) --no-resnet``.
@@ -40,7 +49,10 @@ from advinterp.analyzers.pse import PSEAnalyzer, pse_grids
 from _util import print_table
 
 DEFAULTS = {"n": 8, "n_resnet": 1, "repeat": 3, "repeat_resnet": 1, "seed": 0, "threads": 0}
-BATCH_SIZES = {"synthetic-cnn": (1, 4, 16, 32, 64, 128, 256), "torchvision:resnet50": (1, 2, 4, 8, 16)}
+MODELS = ("synthetic-cnn", "torchvision:resnet50", "torchvision:resnet18", "torchvision:vgg11")
+BATCH_SIZES = {"synthetic-cnn": (1, 4, 16, 32, 64, 128, 256)}
+TV_BATCH_SIZES = (1, 2, 4, 8, 16)
+TV_GRID = 13  # the issue's 13x13 windows, stride 13, on 224x224
 
 
 def _timed(fn):
@@ -82,11 +94,13 @@ def _all_images(x0, x_adv, boxes):
     return torch.cat(imgs)
 
 
-def _limit(model, imgs, sizes, tries):
+def _limit(model, imgs, sizes, tries, channels_last=False):
     """The batch size with the fastest forward per image (the first ``max(sizes)`` images,
     best of ``tries``, after a warm-up), and the limit: a forward of ``imgs`` at that size,
-    nothing built or copied."""
+    nothing built or copied (``channels_last``: the batches in channels-last memory order)."""
     per_image = {}
+    if channels_last:
+        imgs = imgs.contiguous(memory_format=torch.channels_last)
     sample = imgs[:max(sizes)]
     with torch.no_grad():
         for bs in sizes:
@@ -140,25 +154,30 @@ def _naive(model, x0, x_adv, t0, t, boxes):
 
 def bench(model_name, n, repeat, seed):
     if model_name == "synthetic-cnn":
-        model, size_px = advinterp.get_model("synthetic-cnn"), 64
+        model, size_px, grid = advinterp.get_model("synthetic-cnn"), 64, 4  # 4 divides 64: windows = Captum's
     else:
-        model, size_px = advinterp.get_model(model_name, weights="random"), 224
+        model, size_px, grid = advinterp.get_model(model_name, weights="random"), 224, TV_GRID
     x0, x_adv, t0, t = _images(n, size_px, seed)
-    boxes = pse_grids(size_px, size_px)
+    boxes = pse_grids(size_px, size_px, grid)
     size = int(boxes[0, 2] - boxes[0, 0])
     m = len(boxes)
     total = n * (m + 1)
     print(f"\n{model_name}: N={n} images {size_px}x{size_px}, grids {size}x{size} stride {size}, m={m}, "
           f"{total} forwards, torch threads={torch.get_num_threads()}", flush=True)
     rounds = repeat
-    bs, limit_run = _limit(model, _all_images(x0, x_adv, boxes), BATCH_SIZES[model_name], 2 if rounds > 1 else 1)
+    sizes = BATCH_SIZES.get(model_name, TV_BATCH_SIZES)
+    imgs = _all_images(x0, x_adv, boxes)
+    bs, limit_run = _limit(model, imgs, sizes, 2 if rounds > 1 else 1)
+    _, limit_cl_run = _limit(model, imgs, sizes, 2 if rounds > 1 else 1, channels_last=True)
+    del imgs
     backend = get_ablation_backend(model.device)
     batch = advinterp.AdversarialBatch(x0=x0, x_adv=x_adv, y_true=t0, y_target=t)
     results, captum_out = {}, {}
 
-    def analyzer_run(kind):
-        an = PSEAnalyzer(max_batch=bs, backend=kind)
-        return lambda: results.__setitem__(kind, an.analyze(model, batch))
+    def analyzer_run(kind, incremental=False, key=None):
+        an = PSEAnalyzer(size=grid, max_batch=max(bs, 128) if incremental else bs, backend=kind,
+                         incremental=incremental)
+        return lambda: results.__setitem__(key or kind, an.analyze(model, batch))
 
     fns = {"(1) limit: pure forward": limit_run}
     if backend.name == "reference":
@@ -171,10 +190,19 @@ def bench(model_name, n, repeat, seed):
         fns["(4) captum Occlusion (t0 and t)"] = lambda: captum_out.__setitem__("a", cap())
     except ImportError:
         print("(4) skipped: captum is not installed")
+    fns["(6) pse, incremental (exact)"] = analyzer_run("auto", True, "incremental")
+    fns["(7) limit on channels-last batches"] = limit_cl_run
     times = _fastest(fns, rounds)
     times["(5) naive per-grid loop"] = _timed(_naive(model, x0, x_adv, t0, t, boxes))
 
     lim = times["(1) limit: pure forward"]
+    lim_cl = times["(7) limit on channels-last batches"]
+    inc = results["incremental"]
+    full = results["auto" if "auto" in results else "reference"]
+    dev = max(abs(inc.logit_t0 - full.logit_t0).max(), abs(inc.logit_t - full.logit_t).max())
+    print(f"(6) ran {inc.inference}: {inc.inference_note}; max |logit difference to the full path| = {dev:.2e} "
+          f"(largest |logit| {abs(full.logit_t0).max():.3g}); limit(CL) / time = "
+          f"{lim_cl[0] / times['(6) pse, incremental (exact)'][0]:.2f}x")
     cap = times.get("(4) captum Occlusion (t0 and t)")
     rows = [{"method": k, "seconds": f"{w:.2f}", "images/s": f"{total / w:.0f}", "limit / time": f"{lim[0] / w:.2f}x",
              "captum / time": f"{cap[0] / w:.2f}x" if cap else "-", "cpu s": f"{c:.2f}",
@@ -199,13 +227,16 @@ def main(argv=None):
     for k, v in DEFAULTS.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     p.add_argument("--no-resnet", action="store_true", help="only the shipped model")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"of {', '.join(MODELS)}")
     a = p.parse_args([] if argv is None else argv)
     if a.threads > 0:  # e.g. --threads 1 on a busy machine (fewer OpenMP spin-waits)
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    bench("synthetic-cnn", a.n, a.repeat, a.seed)
-    if not a.no_resnet:
-        bench("torchvision:resnet50", a.n_resnet, a.repeat_resnet, a.seed)
+    for name in a.models:
+        if name == "synthetic-cnn":
+            bench(name, a.n, a.repeat, a.seed)
+        elif not a.no_resnet:
+            bench(name, a.n_resnet, a.repeat_resnet, a.seed)
 
 
 if __name__ == "__main__":
