@@ -310,3 +310,30 @@ def test_occlusion_equals_captum(synthetic_model, size, stride, incremental):
                                 target=t, perturbations_per_eval=128)
         assert att.maps.shape == (2, 64, 64) and att.layer == "input"
         torch.testing.assert_close(att.maps, ref[:, 0], rtol=0, atol=1e-5 * float(ref.abs().max()))
+
+
+class _ViewHead(nn.Module):
+    """A head that needs channels-first strides: ``.view`` of a spatial map."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 16 * 16, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.c(x))
+        return self.head(h.view(h.shape[0], -1))
+
+
+def test_channels_first_model_falls_back_from_channels_last():
+    torch.manual_seed(0)
+    model = ModelAdapter(_ViewHead().eval(), nb_classes=5, input_shape=(3, 16, 16), name="view")
+    x0, xa = _pair()
+    boxes = pse_grids(16, 16, 4, 4)
+    cls = torch.tensor([[0, 1], [2, 3]])
+    report = {}
+    got, adv = ablated_class_logits(model, x0, xa, boxes, cls, incremental=True, report=report)
+    ref, adv_ref = ablated_class_logits(model, x0, xa, boxes, cls, incremental=False)
+    assert report["path"] == "incremental" and report["fallbacks"]
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(adv, adv_ref, rtol=1e-5, atol=1e-5)
