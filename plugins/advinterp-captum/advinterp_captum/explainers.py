@@ -123,12 +123,12 @@ class CaptumLayerExplainer(Explainer):
                 self._check_spatial(model, layer, a)
                 ctx = self._prepare(model, layer)
                 self._check_activation(model, layer, a, ctx)
-            maps = self._maps(model, layer, a, logits, grads, tb, ctx)
+            maps = self._maps(model, layer, a, logits if i == 0 else None, grads, tb, ctx)
             for o, m in zip(outs, maps):
                 o.append(m.detach())
         if len(x) == 0:
             return [x.new_zeros((0, 0, 0)) for _ in targets]
-        return [torch.cat(o) for o in outs]
+        return [o[0] if len(o) == 1 else torch.cat(o) for o in outs]
 
     def _prepare(self, model: ModelAdapter, layer: str) -> Any:
         return None
@@ -155,7 +155,8 @@ class CaptumLayerExplainer(Explainer):
 
     def _maps(self, model, layer, a, logits, grads, targets, ctx) -> list[torch.Tensor]:  # pragma: no cover
         """``(N, h, w)`` maps of one chunk per target vector from the layer's activation ``a``
-        ``(N, K, h, w)``, the ``logits`` and ``grads`` (``dY^t / dA`` per target vector)."""
+        ``(N, K, h, w)``, the ``logits`` (``None`` after the first chunk: checks run once) and
+        ``grads`` (``dY^t / dA`` per target vector)."""
         raise NotImplementedError
 
     def _final(self, m: torch.Tensor) -> torch.Tensor:
@@ -254,13 +255,15 @@ class CAM(CaptumLayerExplainer):
         return [self._final(torch.einsum("nkhw,nk->nhw", a, w[t])) for t in targets]
 
     def _check_decomposition(self, model, layer, a, w, b, logits) -> None:
-        """CAM is exact iff logits = W GAP(A) + b; warn (once per call) when the model
-        applies something between the layer and the pooling (e.g. a functional ReLU)."""
+        """CAM is exact iff logits = W GAP(A) + b; warn (once per call: checked on the first
+        chunk, ``logits`` None on the others) when the model applies something between the
+        layer and the pooling (e.g. a functional ReLU)."""
         if logits is None or a.numel() == 0:
             return
-        pred = a.mean((2, 3)) @ w.T + (0 if b is None else b.to(a.dtype))
-        dev = float((pred - logits).abs().max())
-        tol = 1e-4 * max(1.0, float(logits.abs().max()))
+        gap = a.mean((2, 3))
+        pred = gap @ w.T if b is None else torch.addmm(b.to(a.dtype), gap, w.T)
+        dev, peak = torch.stack([(pred - logits).abs().max(), logits.abs().max()]).tolist()
+        tol = 1e-4 * max(1.0, peak)
         if dev > tol:
             warnings.warn(
                 f"CAM on {model.name}: the logits are not GAP + linear of layer {layer!r} "
