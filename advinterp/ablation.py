@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .exceptions import ParameterError
-from .patches import crop_patches, paste_patches
+from .patches import crop_paste_patches, crop_patches, paste_patches
 
 __all__ = ["grid_boxes", "GridAblationBackend", "ReferenceGridAblation", "grid_scores_to_map"]
 
@@ -68,9 +68,14 @@ class GridAblationBackend(Protocol):
       ``fill`` outside the map (semantics of :func:`advinterp.patches.crop_patches`);
     * ``paste(base, index, patch, offsets) -> Tensor``: ``(B, C, H, W)`` maps ``base[index[b]]``
       with ``patch[b]`` written at ``offsets[b]``, clipped to the map (semantics of
-      :func:`advinterp.patches.paste_patches`).
+      :func:`advinterp.patches.paste_patches`);
+    * ``crop_paste(src, index, offsets, height, width, fill, patch, patch_offsets) -> Tensor``:
+      ``(B, C, height, width)``: ``crop`` with ``patch[b]`` written at ``patch_offsets[b]``
+      (relative to the window's corner, clipped to it) in one pass (semantics of
+      :func:`advinterp.patches.crop_paste_patches`); looked up with
+      ``getattr(backend, "crop_paste", None)``, else the executor calls ``crop`` then ``paste``.
 
-    Both must equal the references bit for bit (they only move values) and keep the maps'
+    All must equal the references bit for bit (they only move values) and keep the maps'
     memory format (contiguous or channels-last).
     """
 
@@ -84,7 +89,7 @@ class GridAblationBackend(Protocol):
 
 class ReferenceGridAblation:
     """The pure-PyTorch reference backend (any device), with the optional window methods
-    :meth:`crop` / :meth:`paste` (delegating to :mod:`advinterp.patches`)."""
+    :meth:`crop` / :meth:`paste` / :meth:`crop_paste` (delegating to :mod:`advinterp.patches`)."""
 
     name = "reference"
 
@@ -113,6 +118,13 @@ class ReferenceGridAblation:
         ``offsets[b] = [oy, ox]``, clipped to the map; ``base``'s dtype, device and memory format.
         See :func:`advinterp.patches.paste_patches`."""
         return paste_patches(base, index, patch, offsets)
+
+    def crop_paste(self, src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+                   fill: float, patch: torch.Tensor, patch_offsets: torch.Tensor) -> torch.Tensor:
+        """``(B, C, height, width)``: :meth:`crop`'s windows with the ``(B, C, h, w)`` ``patch[b]``
+        written at ``patch_offsets[b] = [py, px]`` (relative to the window's corner, clipped to
+        the window). See :func:`advinterp.patches.crop_paste_patches`."""
+        return crop_paste_patches(src, index, offsets, height, width, fill, patch, patch_offsets)
 
 
 def grid_scores_to_map(scores: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

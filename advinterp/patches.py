@@ -8,9 +8,13 @@ one window per sample, at a different position for each sample:
   map ``src[index[b]]`` for every sample ``b``; positions outside the map read ``fill`` (the
   zero padding of a convolution, ``-inf`` for a max pool);
 * :func:`paste_patches` — copy cached map ``base[index[b]]`` with a patch written at
-  ``(oy, ox)``, clipped to the map (the changed window put back into its map).
+  ``(oy, ox)``, clipped to the map (the changed window put back into its map);
+* :func:`crop_paste_patches` — both at once: the window of :func:`crop_patches` with each
+  sample's patch written into it (the executor's region of a changed box: cached values plus
+  the halo, the new values on the box).
 
-Both are the references of the ``advinterp-gridablate`` extension's ``crop`` / ``paste`` ops,
+They are the references of the ``advinterp-gridablate`` extension's ``crop`` / ``paste`` /
+``crop_paste`` ops,
 which equal them bit for bit (they only move values). Offsets may lie outside the map; a
 window entirely outside reads ``fill`` only (crop) or writes nothing (paste). Outputs keep
 ``src``/``base``'s memory format (contiguous or channels-last).
@@ -23,7 +27,7 @@ import torch
 
 from .exceptions import ParameterError
 
-__all__ = ["crop_patches", "paste_patches"]
+__all__ = ["crop_patches", "paste_patches", "crop_paste_patches"]
 
 
 def _check_common(owner: str, maps: torch.Tensor, name: str, index: torch.Tensor, offsets: torch.Tensor) -> None:
@@ -131,3 +135,36 @@ def paste_patches(base: torch.Tensor, index: torch.Tensor, patch: torch.Tensor, 
     bb, ii, jj = (vy[:, :, None] & vx[:, None, :]).nonzero(as_tuple=True)
     out[bb, :, ys[bb, ii], xs[bb, jj]] = patch[bb, :, ii, jj]
     return out
+
+
+def crop_paste_patches(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
+                       fill: float, patch: torch.Tensor, patch_offsets: torch.Tensor) -> torch.Tensor:
+    """Windows of cached maps with one patch written into each: by definition
+    ``paste_patches(crop_patches(src, index, offsets, height, width, fill), arange(B), patch,
+    patch_offsets)``.
+
+    Args:
+        src, index, offsets, height, width, fill: the windows, as :func:`crop_patches`.
+        patch: ``(B, C, h, w)`` values to write, ``src``'s dtype and device.
+        patch_offsets: ``(B, 2)`` int64 ``[py, px]``: where ``patch[b, :, 0, 0]`` lands,
+            relative to the corner of sample ``b``'s window (any integers: the part outside
+            the window is dropped).
+
+    Returns:
+        ``(B, C, height, width)``, ``src``'s dtype, device and memory format:
+        ``out[b, c, i, j] = patch[b, c, i - py, j - px]`` where that lies in patch ``b``, else
+        ``src[index[b], c, oy + i, ox + j]`` inside the map, else ``fill``.
+    """
+    owner = "crop_paste_patches"
+    _check_common(owner, src, "src", index, offsets)
+    b, c = len(index), src.shape[1]
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 4 or len(patch) != b or patch.shape[1] != c:
+        raise ParameterError(owner, "patch", patch, f"a ({b}, {c}, h, w) tensor")
+    if patch.dtype != src.dtype or patch.device != src.device:
+        raise ParameterError(owner, "patch", patch, f"src's dtype and device ({src.dtype}, {src.device})")
+    if (not isinstance(patch_offsets, torch.Tensor) or patch_offsets.dtype != torch.int64
+            or tuple(patch_offsets.shape) != (b, 2)):
+        raise ParameterError(owner, "patch_offsets", patch_offsets,
+                             f"an int64 ({b}, 2) tensor of [py, px] patch corners in the window, one per sample")
+    window = crop_patches(src, index, offsets, height, width, fill)
+    return paste_patches(window, torch.arange(b), patch, patch_offsets)

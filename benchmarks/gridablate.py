@@ -10,7 +10,11 @@ per-sample window gather and paste-back, ``--windows`` (B) windows of ``--window
 ``--window`` from ``--maps`` cached ``--channels`` x ``--side`` x ``--side`` maps (index
 ``b % maps``, corners spread over the map, some reaching past it, ``fill=-inf``), compiled
 ``crop`` then ``paste`` vs ``advinterp.patches.crop_patches`` / ``paste_patches``, contiguous
-and channels-last; printed as windows per second. On the CPU (torch threads as set) and, where
+and channels-last; printed as windows per second. ``crop_paste``: the executor's region of a
+changed box, the window with a ``--window - 4`` square patch written into it (corners 0..4 in
+the window), fused op vs ``advinterp.patches.crop_paste_patches``; and ``crop_paste vs
+crop+paste``: the fused op against the two compiled calls it replaces (``crop``, then
+``paste`` into the windows; in the "reference /s" column). On the CPU (torch threads as set) and, where
 present, on CUDA (synchronised). Override the sizes, e.g.
 ``python benchmarks/gridablate.py --n 8 --count 32 --repeat 3 --windows 32``.
 """
@@ -19,7 +23,7 @@ import argparse
 import torch
 
 from advinterp.ablation import ReferenceGridAblation, grid_boxes, grid_scores_to_map
-from advinterp.patches import crop_patches, paste_patches
+from advinterp.patches import crop_paste_patches, crop_patches, paste_patches
 from _util import best_of, print_table
 
 # (label, C, H, W, window, stride): the synthetic world's 64x64 scenes and ImageNet crops
@@ -44,15 +48,26 @@ def _window_rows(a, device, timed, g):
     b, k, c, side, m = a.windows, a.window, a.channels, a.side, a.maps
     index = torch.arange(b) % m
     offsets = torch.randint(-k // 2, side - k // 2 + 1, (b, 2), generator=g)  # some windows reach past the map
+    patch_offsets = torch.randint(0, 5, (b, 2), generator=g)  # the changed box inside the window (crop_paste)
+    arange = torch.arange(b)
     rows = []
     for layout in ("contiguous", "channels_last"):
         cached = torch.randn(m, c, side, side, generator=g).to(device)
         if layout == "channels_last":
             cached = cached.contiguous(memory_format=torch.channels_last)
+        patch = torch.randn(b, c, k - 4, k - 4, generator=g).to(device)
+        if layout == "channels_last":
+            patch = patch.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             win = ga.crop(cached, index, offsets, k, k, float("-inf"))
             assert torch.equal(win, crop_patches(cached, index, offsets, k, k, float("-inf")))
             assert torch.equal(ga.paste(cached, index, win, offsets), paste_patches(cached, index, win, offsets))
+            fused_ok = device in ga.status().fused_device_types()  # (not in a module built before crop_paste)
+            if fused_ok:
+                fused = ga.crop_paste(cached, index, offsets, k, k, 0.0, patch, patch_offsets)
+                assert torch.equal(fused, crop_paste_patches(cached, index, offsets, k, k, 0.0, patch, patch_offsets))
+                assert torch.equal(fused, ga.paste(ga.crop(cached, index, offsets, k, k, 0.0), arange, patch,
+                                                   patch_offsets))
             pairs = {
                 "crop": (lambda: ga.crop(cached, index, offsets, k, k, float("-inf")),
                          lambda: crop_patches(cached, index, offsets, k, k, float("-inf"))),
@@ -63,6 +78,13 @@ def _window_rows(a, device, timed, g):
                                lambda: paste_patches(cached, index, crop_patches(cached, index, offsets, k, k,
                                                                                  float("-inf")), offsets)),
             }
+            if fused_ok:
+                fused_op = lambda: ga.crop_paste(cached, index, offsets, k, k, 0.0, patch, patch_offsets)  # noqa: E731
+                pairs["crop_paste"] = (
+                    fused_op, lambda: crop_paste_patches(cached, index, offsets, k, k, 0.0, patch, patch_offsets))
+                pairs["crop_paste vs crop+paste"] = (  # "reference /s": the two compiled calls it replaces
+                    fused_op,
+                    lambda: ga.paste(ga.crop(cached, index, offsets, k, k, 0.0), arange, patch, patch_offsets))
             for name, (ext, ref) in pairs.items():
                 t_op = best_of(timed(ext), repeat=a.repeat)
                 t_ref = best_of(timed(ref), repeat=a.repeat)

@@ -20,17 +20,18 @@ reason in ``advinterp list``, and the core's reference answers the hook.
 
 For the incremental executor (:mod:`advinterp.incremental`), ``advinterp_gridablate::crop`` /
 ``::paste`` gather one window per sample from cached feature maps and paste it back (bit for
-bit equal to :mod:`advinterp.patches`); the backend offers them as ``.crop`` / ``.paste``.
+bit equal to :mod:`advinterp.patches`); ``::crop_paste`` does both into the window in one
+pass. The backend offers them as ``.crop`` / ``.paste`` / ``.crop_paste``.
 """
 from __future__ import annotations
 
 from . import _ext
 from .backend import CompiledGridAblation, backend_for
-from .ops import ExtensionUnavailableError, ablate, crop, paste, scatter_mean
+from .ops import ExtensionUnavailableError, ablate, crop, crop_paste, paste, scatter_mean
 
 __version__ = "0.1.0"
-__all__ = ["ablate", "scatter_mean", "crop", "paste", "CompiledGridAblation", "backend_for", "status", "available",
-           "ExtensionUnavailableError"]
+__all__ = ["ablate", "scatter_mean", "crop", "paste", "crop_paste", "CompiledGridAblation", "backend_for", "status",
+           "available", "ExtensionUnavailableError"]
 
 
 def status() -> "_ext.ExtensionState":

@@ -2,7 +2,7 @@
 
 ``_C`` (op schemas + CPU kernels) and ``_C_cuda`` (CUDA kernels) are imported once, here;
 importing them registers the ``advinterp_gridablate::ablate`` / ``::scatter_mean`` /
-``::crop`` / ``::paste`` kernels
+``::crop`` / ``::paste`` / ``::crop_paste`` kernels
 with torch's dispatcher. :data:`STATE` says what loaded and, for what did not, why (from the
 import error and from ``_build_info.json``, which ``setup.py`` writes at build time).
 """
@@ -22,6 +22,9 @@ OPS = ("ablate", "scatter_mean")
 #: the window ops of the incremental executor (crop / paste): optional for the backend, so a
 #: module built before they existed still serves ablate / scatter_mean (see window_device_types)
 WINDOW_OPS = ("crop", "paste")
+#: the fused window op (crop then paste into the window, one pass): optional on top of WINDOW_OPS
+#: (a module built before it existed serves crop / paste; see fused_device_types)
+FUSED_OPS = ("crop_paste",)
 #: torch device type -> dispatch key of the kernels
 DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 REBUILD = "pip install --no-build-isolation -e plugins/advinterp-gridablate (needs a C++ compiler and torch installed)"
@@ -60,6 +63,15 @@ class ExtensionState:
         return tuple(d for d in self.device_types()
                      if all(torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", DISPATCH_KEYS[d])
                             for op in WINDOW_OPS))
+
+    def fused_device_types(self) -> tuple[str, ...]:
+        """Device types with a compiled kernel of ``crop_paste`` (a subset of
+        :meth:`window_device_types`; smaller only for a module built from older sources)."""
+        if not all(has_op(op) for op in FUSED_OPS):
+            return ()
+        return tuple(d for d in self.window_device_types()
+                     if all(torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", DISPATCH_KEYS[d])
+                            for op in FUSED_OPS))
 
     def __str__(self) -> str:
         if not self.available:

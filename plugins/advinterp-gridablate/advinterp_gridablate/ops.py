@@ -13,15 +13,19 @@
 * ``torch.ops.advinterp_gridablate.paste(base, index, patch, offsets)`` -> ``(B, C, H, W)``:
   ``base[index[b]]`` with ``patch[b]`` written at ``offsets[b]``, clipped to the map
   (``advinterp.patches.paste_patches``).
+* ``torch.ops.advinterp_gridablate.crop_paste(src, index, offsets, height, width, fill, patch,
+  patch_offsets)`` -> ``(B, C, height, width)``: ``crop`` with ``patch[b]`` written at
+  ``patch_offsets[b] = [py, px]`` (relative to the window's corner, clipped to the window) in
+  one pass, each output element written once (``advinterp.patches.crop_paste_patches``).
 
-``crop`` and ``paste`` serve the incremental executor (:mod:`advinterp.incremental`), which
+``crop``, ``paste`` and ``crop_paste`` serve the incremental executor (:mod:`advinterp.incremental`), which
 runs under ``torch.no_grad()``: they have no autograd formula, and their wrappers refuse inputs
 that require grad while grad mode is on (the references are differentiable).
 
 The schemas and kernels are in C++/CUDA (``csrc/``); this module registers the fake kernels
 (shapes only, for ``torch.compile``/export) and the autograd formulas, which is why the
-schemas name it (``set_python_module``). :func:`ablate`, :func:`scatter_mean`, :func:`crop`
-and :func:`paste` validate their inputs and raise :class:`advinterp.ParameterError` before
+schemas name it (``set_python_module``). :func:`ablate`, :func:`scatter_mean`, :func:`crop`,
+:func:`paste` and :func:`crop_paste` validate their inputs and raise :class:`advinterp.ParameterError` before
 calling an op.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from advinterp.api import AdvinterpError, ParameterError
 
 from . import _ext
 
-__all__ = ["ablate", "scatter_mean", "crop", "paste", "ExtensionUnavailableError", "SUPPORTED_DTYPES"]
+__all__ = ["ablate", "scatter_mean", "crop", "paste", "crop_paste", "ExtensionUnavailableError", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BOXES_HINT = "Make boxes with advinterp.ablation.grid_boxes(height, width, size, stride)."
@@ -114,6 +118,20 @@ def _paste_fake(base, index, patch, offsets):
                        memory_format=_window_format(base))
 
 
+def _crop_paste_fake(src, index, offsets, height, width, fill, patch, patch_offsets):
+    _check_window_fake("crop_paste: src", src, index, offsets)
+    torch._check(height >= 0 and width >= 0, lambda: "crop_paste: height and width must be >= 0")
+    torch._check(patch.dim() == 4 and patch.shape[0] == index.shape[0] and patch.shape[1] == src.shape[1],
+                 lambda: "crop_paste: patch must be (B, C, h, w)")
+    torch._check(patch.dtype == src.dtype, lambda: "crop_paste: patch must have src's dtype")
+    torch._check(patch_offsets.dim() == 2 and patch_offsets.shape[1] == 2 and patch_offsets.dtype == torch.int64,
+                 lambda: "crop_paste: patch_offsets must be an int64 (B, 2) tensor")
+    torch._check(patch_offsets.shape[0] == index.shape[0], lambda: "crop_paste: patch_offsets must have one row "
+                 "per index")
+    return torch.empty((index.shape[0], src.shape[1], height, width), dtype=src.dtype, device=src.device,
+                       memory_format=_window_format(src))
+
+
 def _ablate_setup(ctx, inputs, output):
     x_adv, x0, boxes, start, count = inputs
     ctx.save_for_backward(boxes)
@@ -152,7 +170,7 @@ if _ext.STATE.available:
     torch.library.register_autograd(f"{_ext.NAMESPACE}::scatter_mean", _scatter_backward,
                                     setup_context=_scatter_setup)
     # (absent from a module built before they existed: the wrappers then ask for a rebuild)
-    for _name, _fake in (("crop", _crop_fake), ("paste", _paste_fake)):
+    for _name, _fake in (("crop", _crop_fake), ("paste", _paste_fake), ("crop_paste", _crop_paste_fake)):
         if _ext.has_op(_name):
             torch.library.register_fake(f"{_ext.NAMESPACE}::{_name}", _fake)
 
@@ -297,12 +315,14 @@ _NO_GRAD_HINT = ("The compiled window ops have no gradient: call them under torc
                  "executor does), or use the differentiable reference advinterp.patches.")
 
 
-def _require_windows(owner: str, t: torch.Tensor, name: str) -> None:
-    """Like :func:`_require`, for the crop / paste kernels."""
+def _require_windows(owner: str, t: torch.Tensor, name: str, fused: bool = False) -> None:
+    """Like :func:`_require`, for the crop / paste (``fused``: crop_paste) kernels."""
     _require(owner, t, name)
-    if t.device.type not in _ext.STATE.window_device_types():
+    types = _ext.STATE.fused_device_types() if fused else _ext.STATE.window_device_types()
+    if t.device.type not in types:
+        what = "crop_paste" if fused else "crop/paste"
         raise ExtensionUnavailableError(
-            f"{owner}: the loaded advinterp-gridablate module has no crop/paste kernel for {t.device.type} "
+            f"{owner}: the loaded advinterp-gridablate module has no {what} kernel for {t.device.type} "
             f"(built from older sources); rebuild with {_ext.REBUILD}")
 
 
@@ -317,14 +337,16 @@ def _int_tensor(owner: str, name: str, t, maps: torch.Tensor, maps_name: str, ex
     return t.long()
 
 
-def _check_windows(owner: str, maps, maps_name: str, index, offsets) -> tuple[torch.Tensor, torch.Tensor]:
-    """The checks shared by :func:`crop` and :func:`paste`; returns ``(index, offsets)`` as int64."""
+def _check_windows(owner: str, maps, maps_name: str, index, offsets,
+                   fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checks shared by :func:`crop`, :func:`paste` and :func:`crop_paste`; returns
+    ``(index, offsets)`` as int64."""
     if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
         raise ParameterError(owner, maps_name, maps, "an (M, C, H, W) tensor of cached feature maps")
     if maps.dtype not in SUPPORTED_DTYPES:
         raise ParameterError(owner, maps_name, maps, "a float32, float64, float16 or bfloat16 tensor",
                              f"Convert it with {maps_name}.float().")
-    _require_windows(owner, maps, maps_name)
+    _require_windows(owner, maps, maps_name, fused)
     index = _int_tensor(owner, "index", index, maps, maps_name, "an integer (B,) tensor: the cached map of each "
                         "sample", _INDEX_HINT)
     if index.dim() != 1:
@@ -352,6 +374,31 @@ def _no_grad_inputs(owner: str, **tensors: torch.Tensor) -> None:
             if t.requires_grad:
                 raise ParameterError(owner, name, t, "a tensor that does not require grad (or grad mode off)",
                                      _NO_GRAD_HINT)
+
+
+def _check_crop_args(owner: str, src: torch.Tensor, height, width, fill) -> tuple[int, int, float]:
+    """``(height, width, fill)`` of :func:`crop` / :func:`crop_paste`, checked."""
+    height, width = _index(owner, "height", height), _index(owner, "width", width)
+    if height < 0 or width < 0:
+        raise ParameterError(owner, "height/width", (height, width), "a window size >= 0")
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
+    fill = float(fill)
+    limit = torch.finfo(src.dtype).max
+    if abs(fill) > limit and fill not in (float("inf"), float("-inf")):
+        raise ParameterError(owner, "fill", fill, f"a value representable in {src.dtype} (|fill| <= {limit:g}) "
+                             "or +-inf / nan", "Use float('-inf') for a max pool's padding.")
+    return height, width, fill
+
+
+def _check_patch(owner: str, maps: torch.Tensor, maps_name: str, b: int, patch) -> None:
+    c = maps.shape[1]
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 4 or patch.shape[0] != b or patch.shape[1] != c:
+        raise ParameterError(owner, "patch", patch, f"a ({b}, {c}, h, w) tensor: one patch per sample, "
+                             f"{maps_name}'s channels")
+    if patch.dtype != maps.dtype or patch.device != maps.device:
+        raise ParameterError(owner, "patch", patch, f"{maps_name}'s dtype and device ({maps.dtype}, {maps.device})",
+                             f"Convert it with patch.to({maps_name}).")
 
 
 def crop(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int,
@@ -384,16 +431,7 @@ def crop(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: 
     """
     owner = "advinterp_gridablate.crop"
     index, offsets = _check_windows(owner, src, "src", index, offsets)
-    height, width = _index(owner, "height", height), _index(owner, "width", width)
-    if height < 0 or width < 0:
-        raise ParameterError(owner, "height/width", (height, width), "a window size >= 0")
-    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
-        raise ParameterError(owner, "fill", fill, "a number (float('-inf') for a max pool's padding)")
-    fill = float(fill)
-    limit = torch.finfo(src.dtype).max
-    if abs(fill) > limit and fill not in (float("inf"), float("-inf")):
-        raise ParameterError(owner, "fill", fill, f"a value representable in {src.dtype} (|fill| <= {limit:g}) "
-                             "or +-inf / nan", "Use float('-inf') for a max pool's padding.")
+    height, width, fill = _check_crop_args(owner, src, height, width, fill)
     _no_grad_inputs(owner, src=src)
     return torch.ops.advinterp_gridablate.crop(src, index, offsets, height, width, fill)
 
@@ -426,12 +464,45 @@ def paste(base: torch.Tensor, index: torch.Tensor, patch: torch.Tensor, offsets:
     """
     owner = "advinterp_gridablate.paste"
     index, offsets = _check_windows(owner, base, "base", index, offsets)
-    b, c = index.shape[0], base.shape[1]
-    if not isinstance(patch, torch.Tensor) or patch.dim() != 4 or patch.shape[0] != b or patch.shape[1] != c:
-        raise ParameterError(owner, "patch", patch, f"a ({b}, {c}, h, w) tensor: one patch per sample, base's "
-                             "channels")
-    if patch.dtype != base.dtype or patch.device != base.device:
-        raise ParameterError(owner, "patch", patch, f"base's dtype and device ({base.dtype}, {base.device})",
-                             "Convert it with patch.to(base).")
+    _check_patch(owner, base, "base", index.shape[0], patch)
     _no_grad_inputs(owner, base=base, patch=patch)
     return torch.ops.advinterp_gridablate.paste(base, index, patch, offsets)
+
+
+def crop_paste(src: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, height: int, width: int, fill: float,
+               patch: torch.Tensor, patch_offsets: torch.Tensor) -> torch.Tensor:
+    """:func:`crop`'s windows with one patch written into each, in one pass.
+
+    Equal, bit for bit, to ``paste(crop(src, index, offsets, height, width, fill), arange(B),
+    patch, patch_offsets)`` and to :func:`advinterp.patches.crop_paste_patches`, without the
+    second full copy of the windows: each output element is written once (the incremental
+    executor's region of a changed box: cached values around it, the new values on it).
+
+    Args:
+        src, index, offsets, height, width, fill: the windows, as :func:`crop`.
+        patch: ``(B, C, h, w)`` values to write, ``src``'s dtype and device, any layout (it is
+            converted to ``src``'s memory format).
+        patch_offsets: ``(B, 2)`` integer ``[py, px]``: where ``patch[b, :, 0, 0]`` lands,
+            relative to the corner of window ``b`` (any integers: the part outside the window is
+            dropped); on the CPU (best) or on ``src``'s device.
+
+    Returns:
+        ``(B, C, height, width)``, ``src``'s dtype, device and memory format:
+        ``out[b, c, i, j] = patch[b, c, i - py, j - px]`` where that lies in patch ``b``, else
+        ``src[index[b], c, oy + i, ox + j]`` inside the map, else ``fill``. Not differentiable.
+
+    Raises:
+        ParameterError: as :func:`crop` and :func:`paste`, and a bad ``patch_offsets``.
+        ExtensionUnavailableError: the compiled modules (or their crop_paste kernel) are not loaded.
+    """
+    owner = "advinterp_gridablate.crop_paste"
+    index, offsets = _check_windows(owner, src, "src", index, offsets, fused=True)
+    height, width, fill = _check_crop_args(owner, src, height, width, fill)
+    b = index.shape[0]
+    _check_patch(owner, src, "src", b, patch)
+    expected = f"an integer ({b}, 2) tensor of [py, px] patch corners in the window, one row per sample"
+    patch_offsets = _int_tensor(owner, "patch_offsets", patch_offsets, src, "src", expected)
+    if patch_offsets.shape != (b, 2):
+        raise ParameterError(owner, "patch_offsets", patch_offsets, expected)
+    _no_grad_inputs(owner, src=src, patch=patch)
+    return torch.ops.advinterp_gridablate.crop_paste(src, index, offsets, height, width, fill, patch, patch_offsets)

@@ -9,6 +9,11 @@
 //       (B, C, height, width): out[b, c, i, j] = src[index[b], c, oy + i, ox + j] inside the map, fill outside
 //   paste(Tensor base, Tensor index, Tensor patch, Tensor offsets) -> Tensor
 //       (B, C, H, W): base[index[b]] with patch[b] written at offsets[b] = [oy, ox], clipped to the map
+//   crop_paste(Tensor src, Tensor index, Tensor offsets, int height, int width, float fill, Tensor patch,
+//              Tensor patch_offsets) -> Tensor
+//       (B, C, height, width): paste(crop(src, index, offsets, height, width, fill), arange(B), patch,
+//       patch_offsets) in one pass: patch[b] at patch_offsets[b] = [py, px] (relative to the window's
+//       corner, clipped to the window), the crop elsewhere; every output element written once
 //
 // boxes: (m, 4) int64 [y0, x0, y1, x1], end exclusive, on the CPU or on the images' device (a
 // device copy costs a synchronisation: the boxes are validated on the host). The same holds for
@@ -108,17 +113,30 @@ inline void check_window_args(const at::Tensor& maps, const char* maps_name, con
                     op, ": map sides must be below 2^31");
 }
 
-// patch of paste: (B, C, h, w), base's dtype and device (any layout: the kernels convert it).
+// patch of paste / crop_paste: (B, C, h, w), the maps' dtype and device (any layout: the kernels
+// convert it).
 inline void check_patch_args(const at::Tensor& base, const at::Tensor& index, const at::Tensor& patch,
-                             const char* op) {
+                             const char* op, const char* maps_name = "base") {
   TORCH_CHECK_VALUE(patch.dim() == 4 && patch.size(0) == index.size(0) && patch.size(1) == base.size(1), op,
                     ": patch must be (", index.size(0), ", ", base.size(1), ", h, w), got shape ", patch.sizes());
   TORCH_CHECK_VALUE(patch.scalar_type() == base.scalar_type() && patch.device() == base.device(), op, ": patch is ",
-                    patch.scalar_type(), " on ", patch.device(), ", base ", base.scalar_type(), " on ",
+                    patch.scalar_type(), " on ", patch.device(), ", ", maps_name, " ", base.scalar_type(), " on ",
                     base.device(), "; they must have the same dtype and device");
   TORCH_CHECK_VALUE(patch.size(2) < std::numeric_limits<int32_t>::max() &&
                         patch.size(3) < std::numeric_limits<int32_t>::max(),
                     op, ": patch sides must be below 2^31");
+}
+
+// patch_offsets of crop_paste: int64 (B, 2) [py, px], on the CPU or on the maps' device.
+inline void check_patch_offsets(const at::Tensor& maps, const char* maps_name, const at::Tensor& index,
+                                const at::Tensor& patch_offsets, const char* op) {
+  TORCH_CHECK_VALUE(patch_offsets.dim() == 2 && patch_offsets.size(1) == 2 && patch_offsets.size(0) == index.size(0) &&
+                        patch_offsets.scalar_type() == at::kLong,
+                    op, ": patch_offsets must be an int64 (", index.size(0), ", 2) tensor of [py, px], got ",
+                    patch_offsets.scalar_type(), " of shape ", patch_offsets.sizes());
+  TORCH_CHECK_VALUE(patch_offsets.device().is_cpu() || patch_offsets.device() == maps.device(), op,
+                    ": patch_offsets must be on the CPU or on ", maps_name, "'s device (", maps.device(), "), got ",
+                    patch_offsets.device());
 }
 
 // Every entry of the host int64 (B,) tensor is a map index in [0, M).

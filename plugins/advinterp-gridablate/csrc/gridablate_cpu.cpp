@@ -1,6 +1,6 @@
 // advinterp_gridablate: the operator schemas (declared once, here) and the CPU kernels.
 // Built as the Python module advinterp_gridablate._C; importing it registers the ops.
-// (ablate and scatter_mean for the PSE analysis; crop and paste for the incremental executor.)
+// (ablate and scatter_mean for the PSE analysis; crop, paste and crop_paste for the incremental executor.)
 #include <Python.h>
 
 #include <ATen/core/Tensor.h>
@@ -233,6 +233,85 @@ at::Tensor paste_cpu(const at::Tensor& base, const at::Tensor& index, const at::
   return out;
 }
 
+// paste(crop(...), arange(B), patch, patch_offsets) in one pass. An output row (window row i) is
+// crop columns [0, x0), patch columns [x0, x1), crop columns [x1, width) when patch row i - py
+// lands in it (x0 == x1 == 0 otherwise); the crop columns are fill / memcpy / fill as in crop.
+at::Tensor crop_paste_cpu(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
+                          int64_t width, double fill, const at::Tensor& patch, const at::Tensor& patch_offsets) {
+  constexpr const char* op = "advinterp_gridablate::crop_paste";
+  check_window_args(src, "src", index, offsets, op);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  check_patch_args(src, index, patch, op, "src");
+  check_patch_offsets(src, "src", index, patch_offsets, op);
+  TORCH_CHECK_VALUE(src.device().is_cpu(), op, " (CPU kernel): src is on ", src.device(),
+                    "; put src and patch on the CPU");
+  const bool cl = use_channels_last(src);
+  const at::Tensor s = src.contiguous(format_of(cl)), p = patch.contiguous(format_of(cl));
+  const at::Tensor idx = index.to(at::kCPU).contiguous(), off = offsets.to(at::kCPU).contiguous();
+  const at::Tensor poff = patch_offsets.to(at::kCPU).contiguous();
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = idx.numel();
+  const int64_t h = p.size(2), w = p.size(3);
+  check_index_inside(idx, M, op);
+  at::Tensor out = at::empty({B, C, height, width}, s.options().memory_format(format_of(cl)));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_crop_paste_cpu",
+                                  [&] {
+    const scalar_t fv = c10::Scalar(fill).to<scalar_t>();  // raises, as torch.full does, if fill overflows
+    if (out.numel() == 0) return;
+    const scalar_t* ps = s.const_data_ptr<scalar_t>();
+    const scalar_t* pp = p.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t* pi = idx.const_data_ptr<int64_t>();
+    const int64_t* pf = off.const_data_ptr<int64_t>();
+    const int64_t* pq = poff.const_data_ptr<int64_t>();
+    const int64_t k = cl ? C : 1;  // values per window column in a row
+    // one task per output row: (b, c, i) in NCHW (width values), (b, i) in channels-last (width * C)
+    const int64_t row = width * k, rows = cl ? B * height : B * C * height;
+    const int64_t grain = std::max<int64_t>(1, kGrainSize / std::max<int64_t>(row, 1));
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t i = r % height, t = r / height;
+        const int64_t b = cl ? t : t / C, c = cl ? 0 : t % C;
+        scalar_t* o = po + r * row;
+        // the crop: window columns [lo, hi) read map row oy + i (none when it is outside the map)
+        const int64_t oy = pf[2 * b], ox = pf[2 * b + 1];
+        int64_t ylo, yhi, lo = 0, hi = 0;
+        window_span(oy, height, H, ylo, yhi);
+        const scalar_t* in = nullptr;
+        if (i >= ylo && i < yhi) {
+          window_span(ox, width, W, lo, hi);
+          const int64_t y = oy + i;
+          in = ps + (cl ? (pi[b] * H + y) * W * C : ((pi[b] * C + c) * H + y) * W);  // map row y
+        }
+        // window columns [j0, j1) of the crop: fill, map values, fill
+        auto crop_cols = [&](int64_t j0, int64_t j1) {
+          if (j1 <= j0) return;
+          const int64_t a = std::min(std::max(lo, j0), j1), e = std::min(std::max(hi, j0), j1);
+          std::fill_n(o + j0 * k, (a - j0) * k, fv);
+          if (e > a) std::memcpy(o + a * k, in + (ox + a) * k, sizeof(scalar_t) * (e - a) * k);
+          const int64_t f = std::max(a, e);
+          std::fill_n(o + f * k, (j1 - f) * k, fv);
+        };
+        // the patch: patch rows [ilo, ihi) and columns [plo, phi) land in the window
+        const int64_t py = pq[2 * b], px = pq[2 * b + 1];
+        int64_t ilo, ihi, plo, phi;
+        window_span(py, h, height, ilo, ihi);
+        window_span(px, w, width, plo, phi);
+        if (ilo == ihi || plo == phi || i < py + ilo || i >= py + ihi) {  // (py + ilo: no overflow when ilo < ihi)
+          crop_cols(0, width);
+          continue;
+        }
+        const int64_t pr = i - py;                 // the patch row written here
+        const int64_t x0 = px + plo, x1 = px + phi;  // window columns [x0, x1) come from the patch
+        crop_cols(0, x0);
+        std::memcpy(o + x0 * k, pp + (cl ? ((b * h + pr) * w + plo) * C : ((b * C + c) * h + pr) * w + plo),
+                    sizeof(scalar_t) * (x1 - x0) * k);
+        crop_cols(x1, width);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(advinterp_gridablate, m) {
@@ -242,6 +321,9 @@ TORCH_LIBRARY(advinterp_gridablate, m) {
   m.def("scatter_mean(Tensor scores, Tensor boxes, int height, int width) -> Tensor");
   m.def("crop(Tensor src, Tensor index, Tensor offsets, int height, int width, float fill) -> Tensor");
   m.def("paste(Tensor base, Tensor index, Tensor patch, Tensor offsets) -> Tensor");
+  m.def(
+      "crop_paste(Tensor src, Tensor index, Tensor offsets, int height, int width, float fill, Tensor patch, "
+      "Tensor patch_offsets) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(advinterp_gridablate, CPU, m) {
@@ -249,6 +331,7 @@ TORCH_LIBRARY_IMPL(advinterp_gridablate, CPU, m) {
   m.impl("scatter_mean", &scatter_mean_cpu);
   m.impl("crop", &crop_cpu);
   m.impl("paste", &paste_cpu);
+  m.impl("crop_paste", &crop_paste_cpu);
 }
 
 }  // namespace advinterp_gridablate

@@ -1,4 +1,4 @@
-// advinterp_gridablate: CUDA kernels of ablate, scatter_mean, crop and paste (schemas: gridablate_cpu.cpp).
+// advinterp_gridablate: CUDA kernels of ablate, scatter_mean, crop, paste and crop_paste (schemas: gridablate_cpu.cpp).
 // Built as advinterp_gridablate._C_cuda where nvcc and a CUDA build of torch are present. Only c10's
 // CUDA headers are used (not ATen/cuda/CUDAContext.h), so a toolkit without cuBLAS/cuSPARSE headers does.
 #include <ATen/core/Tensor.h>
@@ -217,6 +217,29 @@ __global__ void paste_kernel(const scalar_t* __restrict__ base, const int64_t* _
   }
 }
 
+// paste(crop(...), arange(B), patch, patch_offsets) in one pass: patch[b] where window position
+// (i, j) lies in it (at patch_offsets[b] = [py, px]), else the crop's value.
+template <typename scalar_t>
+__global__ void crop_paste_kernel(const scalar_t* __restrict__ src, const int64_t* __restrict__ index,
+                                  const int64_t* __restrict__ offsets, const scalar_t* __restrict__ patch,
+                                  const int64_t* __restrict__ patch_offsets, scalar_t* __restrict__ out, int64_t total,
+                                  int64_t C, int64_t H, int64_t W, int64_t height, int64_t width, int64_t h, int64_t w,
+                                  scalar_t fill, bool cl) {
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const Coord k = decompose(e, C, height, width, cl);  // k.y, k.x: position i, j in the window
+    const int64_t py = patch_offsets[2 * k.b], px = patch_offsets[2 * k.b + 1];
+    // 0 <= i - py < h, without overflow
+    if (py <= k.y && py > k.y - h && px <= k.x && px > k.x - w) {
+      out[e] = patch[offset_of(k.b, k.c, k.y - py, k.x - px, C, h, w, cl)];
+      continue;
+    }
+    const int64_t oy = offsets[2 * k.b], ox = offsets[2 * k.b + 1];
+    const bool inside = oy >= -k.y && oy < H - k.y && ox >= -k.x && ox < W - k.x;
+    out[e] = inside ? src[offset_of(index[k.b], k.c, oy + k.y, ox + k.x, C, H, W, cl)] : fill;
+  }
+}
+
 // index and offsets, validated on the host, as contiguous int64 tensors on `device`.
 std::pair<at::Tensor, at::Tensor> device_windows(const at::Tensor& index, const at::Tensor& offsets, int64_t M,
                                                  const at::Device& device, const char* op) {
@@ -291,6 +314,40 @@ at::Tensor paste_cuda(const at::Tensor& base, const at::Tensor& index, const at:
   return out;
 }
 
+at::Tensor crop_paste_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
+                           int64_t width, double fill, const at::Tensor& patch, const at::Tensor& patch_offsets) {
+  constexpr const char* op = "advinterp_gridablate::crop_paste";
+  check_window_args(src, "src", index, offsets, op);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  check_patch_args(src, index, patch, op, "src");
+  check_patch_offsets(src, "src", index, patch_offsets, op);
+  TORCH_CHECK_VALUE(src.is_cuda(), op, " (CUDA kernel): src is on ", src.device(),
+                    "; put src and patch on the CUDA device (index and offsets may stay on the CPU)");
+  const c10::cuda::CUDAGuard guard(src.device());
+  const bool cl = use_channels_last(src);
+  const at::Tensor s = src.contiguous(format_of(cl)), p = patch.contiguous(format_of(cl));
+  const int64_t M = s.size(0), C = s.size(1), H = s.size(2), W = s.size(3), B = index.size(0);
+  at::Tensor idx, off;  // (named tensors, not structured bindings: the dispatch lambda captures them)
+  std::tie(idx, off) = device_windows(index, offsets, M, s.device(), op);
+  const at::Tensor poff = patch_offsets.device() == s.device()
+                              ? patch_offsets.contiguous()
+                              : patch_offsets.contiguous().to(s.device(), at::kLong, /*non_blocking=*/true);
+  at::Tensor out = at::empty({B, C, height, width}, s.options().memory_format(format_of(cl)));
+  const int64_t total = out.numel();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "advinterp_gridablate_crop_paste_cuda",
+                                  [&] {
+    const scalar_t fv = c10::Scalar(fill).to<scalar_t>();  // raises, as torch.full does, if fill overflows
+    if (total == 0) return;
+    crop_paste_kernel<scalar_t><<<elementwise_grid(total), kThreads, 0, stream>>>(
+        s.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(), off.const_data_ptr<int64_t>(),
+        p.const_data_ptr<scalar_t>(), poff.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), total, C, H,
+        W, height, width, p.size(2), p.size(3), fv, cl);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(advinterp_gridablate, CUDA, m) {
@@ -298,6 +355,7 @@ TORCH_LIBRARY_IMPL(advinterp_gridablate, CUDA, m) {
   m.impl("scatter_mean", &scatter_mean_cuda);
   m.impl("crop", &crop_cuda);
   m.impl("paste", &paste_cuda);
+  m.impl("crop_paste", &crop_paste_cuda);
 }
 
 }  // namespace advinterp_gridablate
