@@ -220,6 +220,7 @@ class IncrementalModel:
         self.nodes = list(self.gm.graph.nodes)
         self._crop: Callable = getattr(backend, "crop", None) or crop_patches
         self._paste: Callable = getattr(backend, "paste", None) or paste_patches
+        self._crop_paste: Callable | None = getattr(backend, "crop_paste", None)
         self.backend_name = str(getattr(backend, "name", "reference")) if getattr(backend, "crop", None) else "reference"
         self.unsupported = [n.name for n in self.nodes if n.op in ("call_module", "call_function", "call_method")
                             and self._kind(n) == "other"]
@@ -426,6 +427,8 @@ class IncrementalModel:
     def _region(self, cache, name, st: _Boxed, index, off: torch.Tensor, h: int, w: int, fill: float):
         """The ``h x w`` window at corners ``off`` of each sample's current map of ``name``:
         the cached map with the sample's patch pasted in (``fill`` outside the map)."""
+        if self._crop_paste is not None:  # one pass: each element of the region written once
+            return self._crop_paste(cache.values[name], index, off, h, w, fill, st.patch, st.off - off)
         region = self._crop(cache.values[name], index, off, h, w, fill)
         return self._paste(region, torch.arange(len(index)), st.patch, st.off - off)
 
