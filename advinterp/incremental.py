@@ -569,6 +569,10 @@ def spatial_fallbacks(im: IncrementalModel, cache: IncrementalCache) -> list[str
     return out
 
 
+#: Windows per incremental pass on a CPU (at most ``max_batch``): see :func:`incremental_window_logits`.
+CPU_CHUNK = 32
+
+
 def _is_layout_error(e: Exception) -> bool:
     text = str(e).lower()
     return any(k in text for k in ("stride", "contiguous", "memory format", "view size"))
@@ -590,7 +594,8 @@ def incremental_window_logits(model: Any, x_ref: torch.Tensor, x_fill: torch.Ten
         consume: called as ``consume(i, j0, j1, logits)`` with the ``(j1 - j0, K)`` logits of
             image ``i``'s windows ``j0:j1``.
         consume_ref: called as ``consume_ref(i, logits)`` with the ``(1, K)`` logits of ``x_ref[i]``.
-        max_batch: windows per incremental pass.
+        max_batch: most windows per incremental pass (on a CPU at most ``CPU_CHUNK`` = 32:
+            smaller chunks keep the layers run on full maps in cache).
         backend: the grid-ablation backend (its ``crop`` / ``paste``, if any).
         threshold: :class:`IncrementalModel`'s switch to full maps.
         strict: raise :class:`IncrementalUnavailable` when an op on a spatial map is unsupported
@@ -619,6 +624,9 @@ def incremental_window_logits(model: Any, x_ref: torch.Tensor, x_fill: torch.Ten
     im = IncrementalModel(model.module, threshold, backend)
     xr_n, xf_n = model.normalize(x_ref), model.normalize(x_fill)
     n, m = len(x_ref), len(boxes)
+    # windows per pass: on a CPU small chunks keep the full-map layers (after the threshold) in
+    # cache (ResNet-50: 32 windows run 1.15x faster than 128); a GPU takes max_batch
+    chunk = max_batch if x_ref.device.type == "cuda" else min(max_batch, CPU_CHUNK)
     info = RunInfo()
     corners = boxes[:, :2].to(torch.long).cpu()
     keep = None if inside is None else inside.to(x_ref.device)[:, None]
@@ -644,8 +652,8 @@ def incremental_window_logits(model: Any, x_ref: torch.Tensor, x_fill: torch.Ten
                     raise IncrementalUnavailable(f"unsupported ops on spatial maps: {', '.join(bad[:5])}"
                                                  + (" ..." if len(bad) > 5 else ""))
         consume_ref(i, z)
-        for j0 in range(0, m, max_batch):
-            j1 = min(m, j0 + max_batch)
+        for j0 in range(0, m, chunk):
+            j1 = min(m, j0 + chunk)
             zero = torch.zeros(j1 - j0, dtype=torch.long)
             patch = im._crop(xf_n[i:i + 1], zero, corners[j0:j1], h, w, 0.0)
             if keep is not None:

@@ -175,7 +175,7 @@ def bench(model_name, n, repeat, seed):
     results, captum_out = {}, {}
 
     def analyzer_run(kind, incremental=False, key=None):
-        an = PSEAnalyzer(size=grid, max_batch=max(bs, 128) if incremental else bs, backend=kind,
+        an = PSEAnalyzer(size=grid, max_batch=256 if incremental else bs, backend=kind,  # 256: pse's default
                          incremental=incremental)
         return lambda: results.__setitem__(key or kind, an.analyze(model, batch))
 
@@ -208,7 +208,7 @@ def bench(model_name, n, repeat, seed):
              "captum / time": f"{cap[0] / w:.2f}x" if cap else "-", "cpu s": f"{c:.2f}",
              "cpu: limit / time": f"{lim[1] / c:.2f}x", "cpu: captum / time": f"{cap[1] / c:.2f}x" if cap else "-"}
             for k, (w, c) in times.items()]
-    print(f"best batch size {bs} (of {BATCH_SIZES[model_name]}); fastest of {rounds} interleaved round(s) "
+    print(f"best batch size {bs} (of {sizes}); fastest of {rounds} interleaved round(s) "
           "per row (naive loop: one run)")
     print_table(rows, ["method", "seconds", "images/s", "limit / time", "captum / time", "cpu s",
                        "cpu: limit / time", "cpu: captum / time"])

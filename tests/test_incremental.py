@@ -130,6 +130,10 @@ def test_torchvision_logits_equal_full_forwards_fp64(arch):
     _check_model(_tv(arch, torch.float64), 64, 10, 7, torch.float64, tol=1e-10)
 
 
+def test_resnet50_logits_equal_full_forwards_fp64():
+    _check_model(_tv("resnet50", torch.float64), 64, 9, 9, torch.float64, tol=1e-10, chunk=32)
+
+
 def test_shipped_model_random_weights_fp32_fp64_two_images():
     for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
         torch.manual_seed(0)
