@@ -80,13 +80,18 @@ def test_the_pse_analyzer_shows_a_bar_when_enabled(monkeypatch, capsys):
     model = toy_model()
     batch = toy_batch(model)
     monkeypatch.setenv("ADVINTERP_PROGRESS", "1")
-    on = PSEAnalyzer(size=4, max_batch=8).analyze(model, batch)
+    on = PSEAnalyzer(size=4, max_batch=8).analyze(model, batch)   # the toy model traces
+    assert on.inference == "incremental"
     err = capsys.readouterr().err
-    assert "pse grids" in err
+    assert "pse images (incremental)" in err and f"0/{len(batch.x0)}" in err   # one step per image
+    full = PSEAnalyzer(size=4, max_batch=8, incremental=False).analyze(model, batch)
+    assert full.inference == "full" and "pse grids" in capsys.readouterr().err
     monkeypatch.setenv("ADVINTERP_PROGRESS", "0")
     off = PSEAnalyzer(size=4, max_batch=8).analyze(model, batch)
-    assert "pse grids" not in capsys.readouterr().err
+    off_full = PSEAnalyzer(size=4, max_batch=8, incremental=False).analyze(model, batch)
+    assert "pse " not in capsys.readouterr().err
     assert torch.equal(torch.as_tensor(on.s), torch.as_tensor(off.s))   # the bar changes nothing
+    assert torch.equal(torch.as_tensor(full.s), torch.as_tensor(off_full.s))
 
 
 def _square(v):
