@@ -139,6 +139,22 @@ inline void check_patch_offsets(const at::Tensor& maps, const char* maps_name, c
                     patch_offsets.device());
 }
 
+// Arguments of crop: (src, index, offsets) and a window size >= 0.
+inline void check_crop_args(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets,
+                            int64_t height, int64_t width, const char* op) {
+  check_window_args(src, "src", index, offsets, op);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+}
+
+// Arguments of crop_paste: crop's, the patch and its offsets in the window.
+inline void check_crop_paste_args(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets,
+                                  int64_t height, int64_t width, const at::Tensor& patch,
+                                  const at::Tensor& patch_offsets, const char* op) {
+  check_crop_args(src, index, offsets, height, width, op);
+  check_patch_args(src, index, patch, op, "src");
+  check_patch_offsets(src, "src", index, patch_offsets, op);
+}
+
 // Every entry of the host int64 (B,) tensor is a map index in [0, M).
 inline void check_index_inside(const at::Tensor& index_cpu, int64_t M, const char* op) {
   const int64_t* p = index_cpu.const_data_ptr<int64_t>();

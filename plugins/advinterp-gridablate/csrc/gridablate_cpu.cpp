@@ -129,8 +129,7 @@ at::MemoryFormat format_of(bool channels_last) {
 at::Tensor crop_cpu(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
                     int64_t width, double fill) {
   constexpr const char* op = "advinterp_gridablate::crop";
-  check_window_args(src, "src", index, offsets, op);
-  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  check_crop_args(src, index, offsets, height, width, op);
   TORCH_CHECK_VALUE(src.device().is_cpu(), op, " (CPU kernel): src is on ", src.device(), "; put it on the CPU");
   const bool cl = use_channels_last(src);
   const at::Tensor s = src.contiguous(format_of(cl));
@@ -239,10 +238,7 @@ at::Tensor paste_cpu(const at::Tensor& base, const at::Tensor& index, const at::
 at::Tensor crop_paste_cpu(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
                           int64_t width, double fill, const at::Tensor& patch, const at::Tensor& patch_offsets) {
   constexpr const char* op = "advinterp_gridablate::crop_paste";
-  check_window_args(src, "src", index, offsets, op);
-  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
-  check_patch_args(src, index, patch, op, "src");
-  check_patch_offsets(src, "src", index, patch_offsets, op);
+  check_crop_paste_args(src, index, offsets, height, width, patch, patch_offsets, op);
   TORCH_CHECK_VALUE(src.device().is_cpu(), op, " (CPU kernel): src is on ", src.device(),
                     "; put src and patch on the CPU");
   const bool cl = use_channels_last(src);

@@ -264,8 +264,7 @@ at::MemoryFormat format_of(bool channels_last) {
 at::Tensor crop_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
                      int64_t width, double fill) {
   constexpr const char* op = "advinterp_gridablate::crop";
-  check_window_args(src, "src", index, offsets, op);
-  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
+  check_crop_args(src, index, offsets, height, width, op);
   TORCH_CHECK_VALUE(src.is_cuda(), op, " (CUDA kernel): src is on ", src.device(),
                     "; put it on the CUDA device (index and offsets may stay on the CPU)");
   const c10::cuda::CUDAGuard guard(src.device());
@@ -317,10 +316,7 @@ at::Tensor paste_cuda(const at::Tensor& base, const at::Tensor& index, const at:
 at::Tensor crop_paste_cuda(const at::Tensor& src, const at::Tensor& index, const at::Tensor& offsets, int64_t height,
                            int64_t width, double fill, const at::Tensor& patch, const at::Tensor& patch_offsets) {
   constexpr const char* op = "advinterp_gridablate::crop_paste";
-  check_window_args(src, "src", index, offsets, op);
-  TORCH_CHECK_VALUE(height >= 0 && width >= 0, op, ": height=", height, ", width=", width, " must be >= 0");
-  check_patch_args(src, index, patch, op, "src");
-  check_patch_offsets(src, "src", index, patch_offsets, op);
+  check_crop_paste_args(src, index, offsets, height, width, patch, patch_offsets, op);
   TORCH_CHECK_VALUE(src.is_cuda(), op, " (CUDA kernel): src is on ", src.device(),
                     "; put src and patch on the CUDA device (index and offsets may stay on the CPU)");
   const c10::cuda::CUDAGuard guard(src.device());
