@@ -18,7 +18,8 @@ and the PSR puts grid ``i`` in one of three categories: *suppression-dominated*
 Cost: by default (``incremental=None``), where the model traces with ``torch.fx`` and its
 ops are supported, one forward per adversarial image that keeps every feature map, then each
 ablated image recomputes only the region its window reaches (exact incremental inference,
-:mod:`advinterp.incremental`; ResNets run about a third of the multiply-adds of full forwards).
+:mod:`advinterp.incremental`; ResNet-18/50 with 13x13 grids on 224x224 run 40-46 % of the
+multiply-adds of full forwards).
 Otherwise (or ``incremental=False``) one full forward per ablated image (``N * m``) plus one per
 adversarial image (``N``). Both classes are read from the same logits; ``PSEResult.inference``
 says which path ran. The ablated images (or windows) are built by the grid-ablation backend
