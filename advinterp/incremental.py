@@ -55,6 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .exceptions import AdvinterpError, ParameterError
+from .model import is_stride_error
 from .patches import crop_patches, paste_patches
 
 __all__ = ["IncrementalModel", "IncrementalCache", "IncrementalUnavailable", "RunInfo", "conv_box", "union_box",
@@ -573,11 +574,6 @@ def spatial_fallbacks(im: IncrementalModel, cache: IncrementalCache) -> list[str
 CPU_CHUNK = 32
 
 
-def _is_layout_error(e: Exception) -> bool:
-    text = str(e).lower()
-    return any(k in text for k in ("stride", "contiguous", "memory format", "view size"))
-
-
 def incremental_window_logits(model: Any, x_ref: torch.Tensor, x_fill: torch.Tensor, boxes: torch.Tensor,
                               consume: Callable[[int, int, int, torch.Tensor], None],
                               consume_ref: Callable[[int, torch.Tensor], None], max_batch: int, backend: Any,
@@ -630,12 +626,13 @@ def incremental_window_logits(model: Any, x_ref: torch.Tensor, x_fill: torch.Ten
     info = RunInfo()
     corners = boxes[:, :2].to(torch.long).cpu()
     keep = None if inside is None else inside.to(x_ref.device)[:, None]
-    layout = torch.channels_last if channels_last and xr_n.dim() == 4 else torch.contiguous_format
+    cl = channels_last and xr_n.dim() == 4 and getattr(model, "channels_last_ok", None) is not False
+    layout = torch.channels_last if cl else torch.contiguous_format
     for i in progress_bar(range(n), desc=f"{desc} (incremental)", disable=disable):
         try:
             cache = im.prepare(xr_n[i:i + 1].contiguous(memory_format=layout))
         except RuntimeError as e:  # a .view on a channels-last map, say: run channels-first
-            if layout is torch.contiguous_format or not _is_layout_error(e):
+            if layout is torch.contiguous_format or not is_stride_error(e):
                 raise
             layout = torch.contiguous_format
             cache = im.prepare(xr_n[i:i + 1].contiguous())

@@ -28,6 +28,14 @@ __all__ = ["ModelAdapter", "as_adapter", "channels_last", "model_fingerprint"]
 #: the messages of errors a channels-last input can cause (``x.view(...)`` on non-contiguous strides)
 _STRIDE_ERROR = re.compile(r"stride|contiguous|memory.format|channels.last", re.IGNORECASE)
 
+
+def is_stride_error(e: BaseException) -> bool:
+    """Whether ``e`` is an error a channels-last input can cause in a forward written for
+    channels-first strides (its message mentions strides, contiguity or the memory format:
+    ``x.view(len(x), -1)`` on a channels-last map, say); the channels-first retry of
+    :meth:`ModelAdapter.run_channels_last` and of :mod:`advinterp.incremental` is for these only."""
+    return bool(_STRIDE_ERROR.search(str(e)))
+
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
 
@@ -217,7 +225,7 @@ class ModelAdapter:
         except AdvinterpError:
             raise
         except Exception as e:  # noqa: BLE001
-            if not _STRIDE_ERROR.search(str(e)):
+            if not is_stride_error(e):
                 raise  # the model's own failure (not about strides): never retried, never hidden
             out = fn(x)
             self.__dict__["_channels_last_ok"] = False

@@ -127,9 +127,8 @@ def pse_section(group: ReportGroup, run: Run) -> Section:
         "grid suppression-dominated (r < -1, white), promotion-dominated (r > 1, black) or balanced (grey). Table 1 "
         "correlates d0, dt, s with the perturbation strength per grid, over the adversarial examples (pairs whose "
         "attack succeeded, as the paper; n_dropped counts the failed pairs left out). "
-        + (f"The ablated images ran by exact incremental inference: {getattr(res, 'inference_note', '')}."
-           if getattr(res, "inference", "full") == "incremental" else
-           "Every ablated image ran a full forward" + (f" ({res.inference_note})." if getattr(res, "inference_note", "")
-                                                        else "."))],
+        + (f"The ablated images ran by exact incremental inference: {res.inference_note}."
+           if res.inference == "incremental" else
+           "Every ablated image ran a full forward" + (f" ({res.inference_note})." if res.inference_note else "."))],
         tables=[("Correlation of d0, dt, s with ||delta_G||_2, averaged over images (Table 1 view)", rows)],
         figures=figures)
